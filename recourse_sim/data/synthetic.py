@@ -1,0 +1,188 @@
+"""Two-dimensional synthetic data sets of the reference study.
+
+The semantics follow MLJBase's generators (``src/data/datasets_synthetic.jl``) as the reference
+study called them: 1000 points, exactly half per class, raw (unstandardised) features, every
+feature mutable and unbounded. They differ from scikit-learn's generators of the same names:
+angles are drawn at random rather than on a grid, and the second moon is shifted by
+``(1.0, 0.3)`` rather than ``(1.0, -0.5)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from recourse_sim.data._checks import check_count, check_real, check_rng
+from recourse_sim.data.base import Dataset
+from recourse_sim.errors import ConfigError
+
+_SOURCE = "synthetic ({}; MLJBase semantics as used by Altmeyer et al., SaTML 2023)"
+_NAMES = ("x1", "x2")
+
+
+def make_linearly_separable(
+    n_samples: int = 1000,
+    centers: Sequence[Sequence[float]] | None = ((0.55, -0.05), (-0.3, 0.85)),
+    cluster_std: float = 0.1,
+    center_box: Sequence[float] = (-2.0, 2.0),
+    *,
+    rng: np.random.Generator,
+) -> Dataset:
+    """Two tight Gaussian blobs that a straight line separates.
+
+    The reference study drew both centres uniformly from ``center_box`` under its global seed;
+    the default ``centers`` are the centres of its published data figure (read off the plot,
+    so approximate). Pass ``centers=None`` to draw fresh centres from ``rng`` instead.
+
+    Args:
+        n_samples: Total number of points, an even integer >= 4 (half per class).
+        centers: Centre of class 0 and centre of class 1, or ``None`` to draw both.
+        cluster_std: Standard deviation of each coordinate around its centre.
+        center_box: ``(low, high)`` range of the drawn centres' coordinates.
+        rng: Source of all randomness.
+
+    Returns:
+        The data set ``linearly_separable`` (blob 1 is class 0, blob 2 is class 1).
+    """
+    return _blobs("linearly_separable", n_samples, centers, cluster_std, center_box, rng)
+
+
+def make_overlapping(
+    n_samples: int = 1000,
+    centers: Sequence[Sequence[float]] | None = ((0.3, -0.5), (2.0, 0.3)),
+    cluster_std: float = 0.5,
+    center_box: Sequence[float] = (-2.0, 2.0),
+    *,
+    rng: np.random.Generator,
+) -> Dataset:
+    """Two wide Gaussian blobs whose tails overlap, so no line separates them.
+
+    As for :func:`make_linearly_separable`, the default ``centers`` are read off the reference
+    study's data figure (its seed drew them uniformly from ``center_box``).
+
+    Args:
+        n_samples: Total number of points, an even integer >= 4 (half per class).
+        centers: Centre of class 0 and centre of class 1, or ``None`` to draw both.
+        cluster_std: Standard deviation of each coordinate around its centre.
+        center_box: ``(low, high)`` range of the drawn centres' coordinates.
+        rng: Source of all randomness.
+
+    Returns:
+        The data set ``overlapping`` (blob 1 is class 0, blob 2 is class 1).
+    """
+    return _blobs("overlapping", n_samples, centers, cluster_std, center_box, rng)
+
+
+def make_circles(
+    n_samples: int = 1000,
+    noise: float = 0.15,
+    factor: float = 0.01,
+    *,
+    rng: np.random.Generator,
+) -> Dataset:
+    """An inner circle (class 0) inside the unit circle (class 1), with Gaussian noise.
+
+    With the reference's ``factor=0.01`` the inner circle collapses to a noisy blob at the
+    origin, so class 0 is surrounded by class 1.
+
+    Args:
+        n_samples: Total number of points, an even integer >= 4 (half per class).
+        noise: Standard deviation of the Gaussian noise added to both coordinates.
+        factor: Radius of the inner circle, in ``[0, 1)``.
+        rng: Source of all randomness.
+
+    Returns:
+        The data set ``circles``.
+    """
+    rng = check_rng(rng)
+    n = check_count("data.n_samples", n_samples, minimum=4, even=True)
+    noise = check_real("data.noise", noise, low=0.0)
+    factor = check_real("data.factor", factor, low=0.0, high=1.0, high_open=True)
+    y = np.repeat([0, 1], n // 2)
+    angle = rng.uniform(0.0, 2.0 * np.pi, n)
+    radius = np.where(y == 0, factor, 1.0)
+    X = radius[:, None] * np.column_stack([np.cos(angle), np.sin(angle)])
+    X = X + rng.normal(0.0, noise, X.shape)
+    return _shuffled("circles", X, y, rng)
+
+
+def make_moons(
+    n_samples: int = 1000,
+    noise: float = 0.1,
+    x_shift: float = 1.0,
+    y_shift: float = 0.3,
+    *,
+    rng: np.random.Generator,
+) -> Dataset:
+    """Two interleaving half circles: the upper moon is class 0, the shifted lower one class 1.
+
+    Args:
+        n_samples: Total number of points, an even integer >= 4 (half per class).
+        noise: Standard deviation of the Gaussian noise added to both coordinates.
+        x_shift: Horizontal shift of the lower moon.
+        y_shift: Vertical shift of the lower moon (MLJBase's default 0.3).
+        rng: Source of all randomness.
+
+    Returns:
+        The data set ``moons``.
+    """
+    rng = check_rng(rng)
+    n = check_count("data.n_samples", n_samples, minimum=4, even=True)
+    noise = check_real("data.noise", noise, low=0.0)
+    x_shift = check_real("data.x_shift", x_shift, low=-np.inf)
+    y_shift = check_real("data.y_shift", y_shift, low=-np.inf)
+    y = np.repeat([0, 1], n // 2)
+    angle = rng.uniform(0.0, np.pi, n)
+    lower = y == 1
+    X = np.column_stack([np.cos(angle), np.where(lower, -1.0, 1.0) * np.sin(angle)])
+    X[lower] += (x_shift, y_shift)
+    X = X + rng.normal(0.0, noise, X.shape)
+    return _shuffled("moons", X, y, rng)
+
+
+def _blobs(
+    name: str,
+    n_samples: object,
+    centers: object,
+    cluster_std: object,
+    center_box: object,
+    rng: np.random.Generator,
+) -> Dataset:
+    rng = check_rng(rng)
+    n = check_count("data.n_samples", n_samples, minimum=4, even=True)
+    std = check_real("data.cluster_std", cluster_std, low=0.0)
+    low, high = _box(center_box)
+    # Without given centres, MLJBase draws every centre coordinate independently from the box.
+    means = rng.uniform(low, high, size=(2, 2)) if centers is None else _centers(centers)
+    y = np.repeat([0, 1], n // 2)
+    X = means[y] + rng.normal(0.0, std, (n, 2))
+    return _shuffled(name, X, y, rng)
+
+
+def _centers(centers: object) -> np.ndarray:
+    allowed = "two centres [[x, y] of class 0, [x, y] of class 1] with finite coordinates, or null"
+    try:
+        means = np.array([[float(v) for v in c] for c in centers], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError("data.centers", centers, allowed) from None
+    if means.shape != (2, 2) or not np.all(np.isfinite(means)):
+        raise ConfigError("data.centers", centers, allowed)
+    return means
+
+
+def _box(center_box: object) -> tuple[float, float]:
+    allowed = "a pair [low, high] of finite numbers with low < high"
+    try:
+        low, high = (float(v) for v in center_box)
+    except (TypeError, ValueError):
+        raise ConfigError("data.center_box", center_box, allowed) from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ConfigError("data.center_box", center_box, allowed)
+    return low, high
+
+
+def _shuffled(name: str, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Dataset:
+    # Generated class by class; shuffle so that row order carries no label information.
+    order = rng.permutation(len(y))
+    return Dataset(X[order], y[order], _NAMES, name=name, source=_SOURCE.format(name))

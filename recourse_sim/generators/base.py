@@ -1,0 +1,166 @@
+"""The counterfactual-generator contract: one batched search for many systems and individuals.
+
+A search receives the chosen individuals of every system that shares one generator and one model
+architecture (``S`` systems x ``B`` individuals x ``K`` counterfactuals per individual) and
+returns ``K`` counterfactuals per individual with per-individual convergence information, so the
+simulation can record success, cost and effort truthfully for any generator.
+
+Randomness is keyed (see :mod:`recourse_sim.utils.counter_rng`) by the system's key and the
+individual's id, never by batch position: an individual's counterfactuals do not depend on which
+other individuals or systems share its batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recourse_sim.data.base import Dataset
+from recourse_sim.errors import ConfigError
+
+#: Mutability codes used inside the engine, per feature.
+MUTABLE_BOTH, MUTABLE_INCREASE, MUTABLE_DECREASE, IMMUTABLE = 0, 1, 2, 3
+_CODES = {"both": MUTABLE_BOTH, "increase": MUTABLE_INCREASE, "decrease": MUTABLE_DECREASE}
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """Search-space geometry of a data set: scaling, actionability, bounds, encodings.
+
+    The search moves a state in z-score space of the continuous features (the transform is fitted
+    once on the initial data and never refitted, as CounterfactualExplanations.jl's
+    ``ZScoreTransform``); one-hot and binary columns are searched unscaled and projected back to
+    valid encodings on decoding.
+    """
+
+    scale: torch.Tensor  # (d,) float64; 1 for one-hot and binary columns
+    mutability: torch.Tensor  # (d,) int64 codes
+    lower: torch.Tensor  # (d,) float64, model space
+    upper: torch.Tensor  # (d,)
+    categorical_groups: tuple[tuple[int, ...], ...]
+    binary_features: tuple[int, ...]
+
+    @classmethod
+    def from_data(cls, data: Dataset) -> FeatureSpace:
+        """Fit the scaling on ``data`` (the initial population) and read its metadata."""
+        scale = np.ones(data.n_features)
+        continuous = data.continuous_features
+        if continuous.any() and data.n_samples > 1:
+            std = data.X[:, continuous].std(axis=0, ddof=1)
+            scale[continuous] = np.where(std > 0, std, 1.0)
+        codes = [IMMUTABLE if m == "none" else _CODES[m] for m in data.mutability]
+        return cls(
+            scale=torch.as_tensor(scale, dtype=torch.float64),
+            mutability=torch.as_tensor(codes, dtype=torch.int64),
+            lower=torch.as_tensor(data.lower, dtype=torch.float64),
+            upper=torch.as_tensor(data.upper, dtype=torch.float64),
+            categorical_groups=data.categorical_groups,
+            binary_features=data.binary_features,
+        )
+
+    @property
+    def n_features(self) -> int:
+        """Number of features."""
+        return int(self.scale.shape[0])
+
+    def mask_step(self, step: torch.Tensor) -> torch.Tensor:
+        """Apply per-feature mutability to a step (as CE.jl: to the step, not the gradient)."""
+        mut = self.mutability
+        step = torch.where(mut == IMMUTABLE, torch.zeros_like(step), step)
+        step = torch.where(mut == MUTABLE_INCREASE, step.clamp_min(0.0), step)
+        return torch.where(mut == MUTABLE_DECREASE, step.clamp_max(0.0), step)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Valid encodings: argmax one-hot per group, rounded binaries; straight-through gradient.
+
+        The forward value is the projected point; the backward pass treats the projection as the
+        identity, so categorical columns still receive gradient signal.
+        """
+        if not self.categorical_groups and not self.binary_features:
+            return x
+        projected = x.detach().clone()
+        for group in self.categorical_groups:
+            cols = list(group)
+            winner = x.detach()[..., cols].argmax(dim=-1, keepdim=True)
+            onehot = torch.zeros_like(projected[..., cols]).scatter_(-1, winner, 1.0)
+            projected[..., cols] = onehot
+        for col in self.binary_features:
+            projected[..., col] = x.detach()[..., col].clamp(0.0, 1.0).round()
+        return x + (projected - x).detach()
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Clamp to the per-feature bounds (model space)."""
+        return torch.maximum(torch.minimum(x, self.upper), self.lower)
+
+
+@dataclass
+class SearchProblem:
+    """The input of one batched search.
+
+    Attributes:
+        factuals: Features of the chosen individuals, ``(S, B, d)`` float64 (model space).
+        individual_ids: Stable ids ``(S, B)`` of the individuals (their rows in the population).
+        system_keys: Stable integer key of each of the ``S`` systems (keys its random draws).
+        model: The classifiers of the ``S`` systems (a :class:`StackedClassifier`).
+        space: The feature space (scaling, mutability, bounds, encodings).
+        population_X: Each system's current training features ``(S, N, d)``, for generators that
+            look at the data (MAD weights, target-class neighbours, generative models).
+        population_y: Each system's current labels ``(S, N)``.
+        n_counterfactuals: ``K``, counterfactuals searched jointly per individual.
+        round_key: Keys the random draws of this search (e.g. the round number).
+        target: The favourable class.
+    """
+
+    factuals: torch.Tensor
+    individual_ids: torch.Tensor
+    system_keys: torch.Tensor
+    model: object
+    space: FeatureSpace
+    population_X: torch.Tensor
+    population_y: torch.Tensor
+    n_counterfactuals: int = 5
+    round_key: int = 0
+    target: int = 1
+
+
+@dataclass
+class SearchResult:
+    """The output of one batched search.
+
+    Attributes:
+        counterfactuals: ``(S, B, K, d)`` float64, model space, valid encodings, within bounds.
+        probabilities: ``(S, B, K)`` probability of the target class at each counterfactual.
+        converged: ``(S, B)`` whether the generator's convergence criterion held at the end.
+        n_iterations: ``(S, B)`` search steps taken.
+    """
+
+    counterfactuals: torch.Tensor
+    probabilities: torch.Tensor
+    converged: torch.Tensor
+    n_iterations: torch.Tensor
+
+
+class Generator(ABC):
+    """A counterfactual generator: parameters in ``__init__``, work in :meth:`search`."""
+
+    #: Threshold on the target-class probability that counts a counterfactual as valid.
+    decision_threshold: float = 0.5
+
+    @abstractmethod
+    def search(self, problem: SearchProblem) -> SearchResult:
+        """Find ``K`` counterfactuals for every individual of every system in ``problem``."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def check_probability(key: str, value: float | None, allow_none: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a probability strictly inside (0, 1)."""
+    if value is None and allow_none:
+        return
+    if value is None or not 0.0 < float(value) < 1.0:
+        raise ConfigError(key, value, "a probability strictly between 0 and 1")

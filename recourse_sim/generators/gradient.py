@@ -1,0 +1,203 @@
+"""Batched gradient search: the engine behind every gradient-based generator.
+
+It reproduces the search loop of CounterfactualExplanations.jl v0.1.5 as used by the reference
+study (Altmeyer et al., SaTML 2023; reference-semantics §3.1, generators.md §1 and §7), for all
+systems and individuals of a round in one tensor of shape ``(S, B, K, d)``:
+
+* the state lives in z-score space; each of the ``K`` copies of a factual starts at the factual
+  plus ``N(0, 0.1²)`` noise on its mutable features;
+* the objective per individual is ``mean_K BCE(logit(x'_k), target) + penalty(x')``, summed (never
+  averaged) over individuals so that each one's gradient is independent of the batch;
+* a step is plain gradient descent, multiplied by ``K`` as in the reference, NaNs set to zero,
+  masked by mutability, followed by clamping to the feature bounds;
+* an individual stops once its convergence rule holds, checked before every step: with a
+  ``decision_threshold`` γ, all ``K`` counterfactuals reach ``p(target) >= γ``; with
+  ``decision_threshold=None`` they must also be valid at 0.5 *and* the last step must be smaller
+  than ``step_tolerance`` in every coordinate (the study's mitigation generators keep moving past
+  validity); or after ``max_iter`` steps;
+* an individual the model already puts in the target class is returned untouched after 0 steps.
+
+Subclasses supply :meth:`GradientGenerator.penalty` (and may override the search space).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recourse_sim.errors import ConfigError
+from recourse_sim.generators.base import (
+    Generator,
+    SearchProblem,
+    SearchResult,
+    check_probability,
+)
+from recourse_sim.utils import counter_rng
+
+# Fixed stream keys of the counter-based draws made during a search.
+_INIT_STREAM = 0x1A17
+_DROPOUT_STREAM = 0xD20F
+
+
+class GradientGenerator(Generator):
+    """Gradient-descent counterfactual search with a generator-specific penalty.
+
+    Args:
+        cost_weight: Weight λ of the distance penalty.
+        learning_rate: Step size η of plain gradient descent (the study: ``Descent(0.01)``).
+        max_iter: Maximum number of steps T.
+        decision_threshold: Convergence threshold γ on p(target); ``None`` continues past validity
+            until the steps vanish (see ``step_tolerance``).
+        step_tolerance: τ, the largest step coordinate that counts as "vanished".
+        init_noise: Standard deviation of the initial perturbation in z-score space (0 = start at
+            the factual).
+    """
+
+    def __init__(
+        self,
+        cost_weight: float = 0.1,
+        learning_rate: float = 0.01,
+        max_iter: int = 100,
+        decision_threshold: float | None = 0.5,
+        step_tolerance: float = 1e-3,
+        init_noise: float = 0.1,
+    ):
+        check_probability("generator.decision_threshold", decision_threshold, allow_none=True)
+        if not float(learning_rate) > 0:
+            raise ConfigError("generator.learning_rate", learning_rate, "a positive number")
+        if int(max_iter) < 1:
+            raise ConfigError("generator.max_iter", max_iter, "a positive integer")
+        if float(cost_weight) < 0:
+            raise ConfigError("generator.cost_weight", cost_weight, "a non-negative number")
+        if float(init_noise) < 0:
+            raise ConfigError("generator.init_noise", init_noise, "a non-negative number")
+        if not float(step_tolerance) > 0:
+            raise ConfigError("generator.step_tolerance", step_tolerance, "a positive number")
+        self.cost_weight = float(cost_weight)
+        self.learning_rate = float(learning_rate)
+        self.max_iter = int(max_iter)
+        self.decision_threshold = None if decision_threshold is None else float(decision_threshold)
+        self.step_tolerance = float(step_tolerance)
+        self.init_noise = float(init_noise)
+
+    @property
+    def validity_threshold(self) -> float:
+        """The probability a counterfactual needs to count as valid."""
+        return 0.5 if self.decision_threshold is None else self.decision_threshold
+
+    def penalty(
+        self, counterfactuals: torch.Tensor, factuals: torch.Tensor, problem: SearchProblem
+    ) -> torch.Tensor:
+        """Penalty per individual, ``(S, B)``, of ``counterfactuals`` ``(S, B, K, d)``.
+
+        ``factuals`` has shape ``(S, B, 1, d)``. Both are in model space.
+        """
+        raise NotImplementedError
+
+    def setup(self, problem: SearchProblem) -> None:
+        """Per-search preparation (e.g. statistics of the population)."""
+
+    # --- the search ------------------------------------------------------------------------
+
+    def search(self, problem: SearchProblem) -> SearchResult:
+        """Run the batched search (see the module docstring for the exact semantics)."""
+        space = problem.space
+        model = problem.model
+        factuals = problem.factuals.to(torch.float64).unsqueeze(2)  # (S, B, 1, d)
+        S, B, _, d = factuals.shape
+        K = int(problem.n_counterfactuals)
+        self.setup(problem)
+        sign = 1.0 if problem.target == 1 else -1.0  # logit of the target class
+        target = torch.ones(S, B, K, dtype=torch.float32)
+
+        def target_proba(x_cf: torch.Tensor, masks=None) -> torch.Tensor:
+            logits = model.logits(x_cf.reshape(S, B * K, d), masks).reshape(S, B, K)
+            return sign * logits
+
+        # Offsets from the factual in z-score space; the initial perturbation follows
+        # CounterfactualExplanations.jl's :add_perturbation initialisation.
+        noise = counter_rng.normal(
+            _INIT_STREAM,
+            problem.round_key,
+            problem.system_keys.view(S, 1, 1, 1),
+            problem.individual_ids.view(S, B, 1, 1),
+            torch.arange(K).view(1, 1, K, 1),
+            torch.arange(d).view(1, 1, 1, d),
+        )
+        offset = space.mask_step(self.init_noise * noise)
+        offset = self._clamp(offset, factuals, space)
+
+        with torch.no_grad():
+            already = torch.sigmoid(target_proba(factuals.expand(S, B, K, d)))[..., 0]
+            already = already >= self.validity_threshold
+        active = ~already
+        n_iterations = torch.zeros(S, B, dtype=torch.int64)
+        last_step_small = torch.zeros(S, B, dtype=torch.bool)
+        dropout_keys = self._dropout_keys(problem, S, B, K)
+        threshold = self.validity_threshold
+
+        for iteration in range(self.max_iter + 1):
+            offset = offset.detach().requires_grad_(True)
+            x_cf = space.project(factuals + offset * space.scale)
+            masks = self._dropout_masks(model, dropout_keys, iteration)
+            logits = target_proba(x_cf, masks)
+            with torch.no_grad():
+                check = logits if masks is None else target_proba(x_cf)
+                converged = (torch.sigmoid(check) >= threshold).all(dim=-1)
+                if self.decision_threshold is None:
+                    converged &= last_step_small
+                active &= ~converged
+            if iteration == self.max_iter or not bool(active.any()):
+                break
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
+            loss = loss + self.penalty(x_cf, factuals, problem)
+            (grad,) = torch.autograd.grad(loss[active].sum(), offset)
+            with torch.no_grad():
+                step = torch.nan_to_num(-self.learning_rate * K * grad, nan=0.0)
+                step = space.mask_step(step) * active.view(S, B, 1, 1)
+                offset = self._clamp(offset + step, factuals, space)
+                n_iterations += active.to(torch.int64)
+                last_step_small = (step.abs() < self.step_tolerance).flatten(2).all(dim=-1)
+
+        with torch.no_grad():
+            # Clamp once more: re-encoding the clamped point as an offset can round past a bound.
+            counterfactuals = space.clamp(space.project(factuals + offset.detach() * space.scale))
+            # An individual already in the target class keeps its exact features.
+            counterfactuals = torch.where(already.view(S, B, 1, 1), factuals, counterfactuals)
+            probabilities = torch.sigmoid(target_proba(counterfactuals)).to(torch.float64)
+            # The last check ran on the final state: whoever is still active never converged.
+            converged = already | ~active
+        return SearchResult(counterfactuals, probabilities, converged, n_iterations)
+
+    @staticmethod
+    def _clamp(offset: torch.Tensor, factuals: torch.Tensor, space) -> torch.Tensor:
+        """Clamp the decoded point to the bounds and re-encode it as an offset."""
+        if torch.isinf(space.lower).all() and torch.isinf(space.upper).all():
+            return offset
+        x = space.clamp(factuals + offset * space.scale)
+        return (x - factuals) / space.scale
+
+    @staticmethod
+    def _dropout_keys(problem: SearchProblem, S: int, B: int, K: int) -> torch.Tensor | None:
+        model = problem.model
+        spec = model.spec
+        if not (spec.dropout > 0 and spec.dropout_in_search):
+            return None
+        members = model.n_members
+        system = problem.system_keys.repeat_interleave(members).view(-1, 1, 1)
+        member = torch.arange(members).repeat(S).view(-1, 1, 1)
+        ids = problem.individual_ids.repeat_interleave(members, dim=0).view(-1, B, 1)
+        ks = torch.arange(K).view(1, 1, K)
+        keys = counter_rng.hash_keys(_DROPOUT_STREAM, problem.round_key, system, member, ids, ks)
+        return keys.reshape(S * members, B * K)
+
+    @staticmethod
+    def _dropout_masks(model, keys: torch.Tensor | None, iteration: int):
+        if keys is None:
+            return None
+        keep = 1.0 - model.spec.dropout
+        masks = []
+        for layer, width in enumerate(model.spec.hidden_sizes):
+            u = counter_rng.uniform(keys.unsqueeze(-1), iteration, layer, torch.arange(width))
+            masks.append((u < keep).to(torch.float32) / keep)
+        return masks

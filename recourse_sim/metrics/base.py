@@ -1,0 +1,83 @@
+"""What a shift metric sees, and what it returns.
+
+Every metric compares the *current* state of one recourse system with its *initial* state (round
+0), never consecutive rounds, as in AlgorithmicRecourseDynamics.jl (Altmeyer et al., SaTML 2023).
+Metrics are plain callables configured through ``configs/metrics``; a new metric is one small
+class plus one YAML entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric value, with its permutation-test p-value where the metric has one."""
+
+    value: float
+    p_value: float | None = None
+
+
+@dataclass
+class EvaluationContext:
+    """Everything a metric may use to compare one system's current state with its initial one.
+
+    Attributes:
+        reference_X: The initial data (training and test rows at their round-0 positions),
+            shape ``(N, d)``.
+        reference_y: Their round-0 labels.
+        train_X: The system's current training features (moved individuals included).
+        train_y: The system's current training labels (moved individuals carry the label the model
+            predicted for their counterfactual).
+        test_X: The untouched test features.
+        test_y: The test labels.
+        proba_initial: Positive-class probabilities of the initial model, ``X -> (n,)``.
+        proba_current: Positive-class probabilities of the current model, ``X -> (n,)``.
+        params_initial: The initial model's parameter tensors (all ensemble members pooled).
+        params_current: The current model's parameter tensors, in the same order.
+        rng: The metrics stream of this system and evaluation (subsampling, permutations, grids).
+        target: The favourable class.
+        n_permutations: Permutations for p-values; 0 means no p-value (e.g. at round 0).
+    """
+
+    reference_X: np.ndarray
+    reference_y: np.ndarray
+    train_X: np.ndarray
+    train_y: np.ndarray
+    test_X: np.ndarray
+    test_y: np.ndarray
+    proba_initial: Callable[[np.ndarray], np.ndarray]
+    proba_current: Callable[[np.ndarray], np.ndarray]
+    params_initial: list[np.ndarray]
+    params_current: list[np.ndarray]
+    rng: np.random.Generator
+    target: int = 1
+    n_permutations: int = 0
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def reference_proba_initial(self) -> np.ndarray:
+        """Initial model's probabilities on the reference data (shared by several metrics)."""
+        return np.asarray(self.proba_initial(self.reference_X), dtype=np.float64)
+
+    @cached_property
+    def reference_proba_current(self) -> np.ndarray:
+        """Current model's probabilities on the reference data."""
+        return np.asarray(self.proba_current(self.reference_X), dtype=np.float64)
+
+
+class Metric(Protocol):
+    """A shift metric: ``name`` and ``scope`` label its rows in ``metrics.csv``."""
+
+    name: str
+    scope: str  # "domain" or "model"
+
+    def __call__(self, context: EvaluationContext) -> MetricResult:
+        """Compare the current with the initial state of one system."""
+        ...

@@ -1,0 +1,220 @@
+"""The classifiers of the reference study and the stacked state that trains many copies at once.
+
+``LogisticRegression``, ``MLP`` and ``DeepEnsemble`` are *specifications* (what the YAML files in
+``configs/model`` instantiate). :class:`StackedClassifier` is the trained state of a whole column of
+the system grid: every (generator, repetition) system of one model, each with its own weights,
+and for a deep ensemble its members (Lakshminarayanan et al., NeurIPS 2017) inside each system.
+
+Reference semantics (AlgorithmicRecourseDynamics.jl v0.1.2 with CounterfactualExplanations.jl
+v0.1.5; reference-semantics §1.2 and §1.6):
+
+* logistic regression is one affine layer emitting a logit;
+* an MLP has ReLU hidden layers (synthetic preset: one layer of 32; real-world preset: two of 64
+  with dropout 0.1);
+* a deep ensemble has 5 independently initialised MLPs, trained independently; its logit (used by
+  the counterfactual loss) is the mean member logit and its probability the mean member probability;
+* pre-training runs 100 epochs; every retraining continues from the current weights for 10 epochs
+  with a fresh Adam(1e-3), batch size 1 and no shuffling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recourse_sim.errors import ConfigError
+from recourse_sim.models.network import Architecture, StackedNetworks
+from recourse_sim.models.training import TrainingSchedule, train_lockstep
+
+
+def _schedule(value: TrainingSchedule | Mapping | None, default: TrainingSchedule, key: str):
+    if value is None:
+        return default
+    if isinstance(value, TrainingSchedule):
+        return value.validate(key)
+    unknown = set(value) - {"epochs", "batch_size", "learning_rate"}
+    if unknown:
+        raise ConfigError(key, sorted(unknown), "keys epochs, batch_size, learning_rate")
+    return TrainingSchedule(**dict(value)).validate(key)
+
+
+class ClassifierSpec:
+    """Architecture and training schedules of one kind of classifier.
+
+    Args:
+        hidden_sizes: Widths of the hidden layers (empty for logistic regression).
+        activation: Hidden activation, ``relu``, ``tanh`` or ``sigmoid``.
+        dropout: Dropout probability after each hidden activation.
+        n_members: Independently initialised and trained networks per system (deep ensembles).
+        pretrain: Schedule of the initial training (epochs, batch_size, learning_rate).
+        retrain: Schedule of each round's warm-start retraining.
+        dropout_in_search: Keep dropout active in the counterfactual search's gradient passes, as
+            Flux's automatic train mode does in the reference implementation. Off: deterministic
+            gradients.
+    """
+
+    kind = "classifier"
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        n_members: int = 1,
+        pretrain: Mapping | TrainingSchedule | None = None,
+        retrain: Mapping | TrainingSchedule | None = None,
+        dropout_in_search: bool = True,
+    ):
+        if int(n_members) < 1:
+            raise ConfigError("model.n_members", n_members, "a positive integer")
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.n_members = int(n_members)
+        self.pretrain = _schedule(pretrain, TrainingSchedule(epochs=100), "model.pretrain")
+        self.retrain = _schedule(retrain, TrainingSchedule(epochs=10), "model.retrain")
+        self.dropout_in_search = bool(dropout_in_search)
+        Architecture(1, self.hidden_sizes, activation, self.dropout)  # validates early
+
+    def architecture(self, input_dim: int) -> Architecture:
+        """The network layout for ``input_dim`` features."""
+        return Architecture(int(input_dim), self.hidden_sizes, self.activation, self.dropout)
+
+    def initialise(self, input_dim: int, generator: torch.Generator) -> StackedClassifier:
+        """A freshly initialised single system (all its members)."""
+        nets = StackedNetworks(self.architecture(input_dim), self.n_members).initialise(generator)
+        return StackedClassifier(self, nets, n_systems=1)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(hidden_sizes={list(self.hidden_sizes)}, "
+            f"activation={self.activation!r}, dropout={self.dropout}, n_members={self.n_members})"
+        )
+
+
+class LogisticRegression(ClassifierSpec):
+    """Logistic regression: a single affine layer on the features."""
+
+    kind = "logistic"
+
+    def __init__(self, pretrain=None, retrain=None):
+        super().__init__(hidden_sizes=(), pretrain=pretrain, retrain=retrain)
+
+
+class MLP(ClassifierSpec):
+    """Multi-layer perceptron with one logit output."""
+
+    kind = "mlp"
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (32,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        pretrain=None,
+        retrain=None,
+        dropout_in_search: bool = True,
+    ):
+        super().__init__(hidden_sizes, activation, dropout, 1, pretrain, retrain, dropout_in_search)
+
+
+class DeepEnsemble(ClassifierSpec):
+    """Deep ensemble of independently trained MLPs (Lakshminarayanan et al., NeurIPS 2017)."""
+
+    kind = "deep_ensemble"
+
+    def __init__(
+        self,
+        n_members: int = 5,
+        hidden_sizes: Sequence[int] = (32,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        pretrain=None,
+        retrain=None,
+        dropout_in_search: bool = True,
+    ):
+        super().__init__(
+            hidden_sizes, activation, dropout, n_members, pretrain, retrain, dropout_in_search
+        )
+
+
+@dataclass
+class StackedClassifier:
+    """The weights of ``n_systems`` systems of one classifier spec, ``n_members`` nets each.
+
+    Network ``s * n_members + m`` is member ``m`` of system ``s``. Inputs are batched per system:
+    ``X`` has shape ``(n_systems, n, d)``.
+    """
+
+    spec: ClassifierSpec
+    nets: StackedNetworks
+    n_systems: int
+
+    @property
+    def n_members(self) -> int:
+        """Networks per system."""
+        return self.spec.n_members
+
+    def _per_net(self, X: torch.Tensor) -> torch.Tensor:
+        return X.repeat_interleave(self.n_members, dim=0) if self.n_members > 1 else X
+
+    def logits(self, X: torch.Tensor, masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Mean member logit ``(n_systems, n)``; differentiable in ``X``."""
+        logits = self.nets.logits(self._per_net(X.to(torch.float32)), masks)
+        return logits.view(self.n_systems, self.n_members, -1).mean(dim=1)
+
+    def proba(self, X: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Positive-class probability ``(n_systems, n)``: the mean member probability."""
+        X = X.to(torch.float32) if torch.is_tensor(X) else torch.tensor(X, dtype=torch.float32)
+        if X.ndim == 2:  # the same rows for every system
+            X = X.unsqueeze(0).expand(self.n_systems, -1, -1)
+        with torch.no_grad():
+            probs = torch.sigmoid(self.nets.logits(self._per_net(X)))
+        return probs.view(self.n_systems, self.n_members, -1).mean(dim=1)
+
+    def fit(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        schedule: TrainingSchedule,
+        generator: torch.Generator,
+    ) -> StackedClassifier:
+        """Train each system (each of its members) on its own rows, in place; returns self."""
+        train_lockstep(self.nets, self._per_net(X), self._per_net(y), schedule, generator)
+        return self
+
+    def replicate(self, n_systems: int) -> StackedClassifier:
+        """``n_systems`` independent copies of this single system."""
+        if self.n_systems != 1:
+            raise ValueError("only a single-system classifier can be replicated")
+        order = np.tile(np.arange(self.n_members), n_systems)
+        return StackedClassifier(self.spec, self.nets.take(order), n_systems)
+
+    def select(self, systems: Sequence[int]) -> StackedClassifier:
+        """Copies of the given systems, in that order."""
+        m = self.n_members
+        order = [s * m + j for s in systems for j in range(m)]
+        return StackedClassifier(self.spec, self.nets.take(order), len(systems))
+
+    def proba_of(self, system: int, X: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Probabilities ``(n,)`` of one system on rows ``X`` ``(n, d)``."""
+        return self.select([system]).proba(X)[0].numpy().astype(np.float64)
+
+    def clone(self) -> StackedClassifier:
+        """An independent copy of all systems."""
+        return StackedClassifier(self.spec, self.nets.clone(), self.n_systems)
+
+    def parameters_of(self, system: int) -> list[np.ndarray]:
+        """Parameter tensors of one system, all members pooled (for perturbation metrics)."""
+        tensors = []
+        for member in range(self.n_members):
+            net = system * self.n_members + member
+            tensors.extend(t.detach().numpy().copy() for t in self.nets.parameters_of(net))
+        return tensors
+
+    def member_keys(self) -> torch.Tensor:
+        """Member index of each network, for keyed random draws (dropout in the search)."""
+        return torch.arange(self.n_members).repeat(self.n_systems)

@@ -1,0 +1,153 @@
+"""Many small feed-forward networks of one architecture, stored and evaluated as one stack.
+
+A recourse simulation runs a grid of systems (generators x repetitions, ensemble members inside
+each) whose classifiers share an architecture but not their weights. Keeping all their parameters
+in one flat tensor lets one batched matrix product evaluate, and one optimiser step update, every
+network at once; the per-network semantics stay exactly those of training each on its own.
+
+Initialisation follows Flux's defaults used by the reference implementation
+(AlgorithmicRecourseDynamics.jl v0.1.2): Glorot-uniform weights, zero biases, float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from recourse_sim.errors import ConfigError, check_choice
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Layer sizes ``(d, h_1, ..., h_k, 1)`` of a binary classifier emitting one logit."""
+
+    input_dim: int
+    hidden_sizes: tuple[int, ...] = ()
+    activation: str = "relu"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_choice("model.activation", self.activation, ACTIVATIONS)
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError("model.dropout", self.dropout, "a probability in [0, 1)")
+        if any(int(h) < 1 for h in self.hidden_sizes):
+            raise ConfigError("model.hidden_sizes", list(self.hidden_sizes), "positive sizes")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """All layer widths, input and output included."""
+        return (self.input_dim, *self.hidden_sizes, 1)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of affine layers."""
+        return len(self.sizes) - 1
+
+    @property
+    def n_parameters(self) -> int:
+        """Parameters of one network."""
+        s = self.sizes
+        return sum(s[i] * s[i + 1] + s[i + 1] for i in range(self.n_layers))
+
+
+class StackedNetworks:
+    """``n_nets`` networks of one :class:`Architecture` with parameters in one flat tensor.
+
+    The flat tensor holds, layer by layer, the weights of all networks as ``(n_nets, in, out)``
+    followed by their biases as ``(n_nets, out)``, so each block is a contiguous view and
+    whole-model operations (optimiser steps, copies, differences) are single tensor operations.
+    """
+
+    def __init__(self, architecture: Architecture, n_nets: int, flat: torch.Tensor | None = None):
+        self.architecture = architecture
+        self.n_nets = int(n_nets)
+        total = self.n_nets * architecture.n_parameters
+        if flat is None:
+            flat = torch.zeros(total, dtype=torch.float32)
+        if flat.shape != (total,):
+            raise ValueError(f"flat parameters must have shape ({total},), got {tuple(flat.shape)}")
+        self.flat = flat
+        self.weights, self.biases = self.views(self.flat)
+
+    def views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-layer weight and bias views into a flat buffer laid out like :attr:`flat`."""
+        weights, biases, offset = [], [], 0
+        sizes, n = self.architecture.sizes, self.n_nets
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            weights.append(flat[offset : offset + n * fan_in * fan_out].view(n, fan_in, fan_out))
+            offset += n * fan_in * fan_out
+            biases.append(flat[offset : offset + n * fan_out].view(n, fan_out))
+            offset += n * fan_out
+        return weights, biases
+
+    def initialise(self, generator: torch.Generator) -> StackedNetworks:
+        """Glorot-uniform weights and zero biases (Flux's ``Dense`` defaults), in place."""
+        with torch.no_grad():
+            for weight, bias in zip(self.weights, self.biases, strict=True):
+                fan_in, fan_out = weight.shape[1:]
+                limit = (6.0 / (fan_in + fan_out)) ** 0.5
+                weight.uniform_(-limit, limit, generator=generator)
+                bias.zero_()
+        return self
+
+    def clone(self) -> StackedNetworks:
+        """An independent copy."""
+        return StackedNetworks(self.architecture, self.n_nets, self.flat.clone())
+
+    def take(self, nets: Sequence[int] | torch.Tensor) -> StackedNetworks:
+        """A new stack holding copies of the networks ``nets`` (in that order)."""
+        nets = torch.as_tensor(nets, dtype=torch.long)
+        out = StackedNetworks(self.architecture, len(nets))
+        with torch.no_grad():
+            for dst, src in zip(out.weights + out.biases, self.weights + self.biases, strict=True):
+                dst.copy_(src[nets])
+        return out
+
+    def parameters_of(self, net: int) -> list[torch.Tensor]:
+        """The parameter tensors (weight, bias per layer) of network ``net``."""
+        tensors = []
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            tensors.extend([weight[net], bias[net]])
+        return tensors
+
+    def dropout_masks(self, n_rows: int, generator: torch.Generator) -> list[torch.Tensor] | None:
+        """Inverted-dropout masks (0 or ``1/(1-p)``) per hidden layer; None without dropout."""
+        p = self.architecture.dropout
+        if p == 0.0:
+            return None
+        keep = 1.0 - p
+        return [
+            (torch.rand(self.n_nets, n_rows, h, generator=generator) < keep).float() / keep
+            for h in self.architecture.hidden_sizes
+        ]
+
+    def logits(
+        self,
+        X: torch.Tensor,
+        masks: Sequence[torch.Tensor] | None = None,
+        flat: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``(n_nets, n)`` of each network on its own rows ``X`` of shape ``(n_nets, n, d)``.
+
+        Differentiable with respect to ``X`` (used by the counterfactual search). ``masks`` applies
+        dropout after each hidden activation; ``flat`` evaluates other parameters of this layout.
+        """
+        weights, biases = (self.weights, self.biases) if flat is None else self.views(flat)
+        activation = _ACTIVATION_FUNCTIONS[self.architecture.activation]
+        hidden = X
+        last = len(weights) - 1
+        for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+            hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight)
+            if layer < last:
+                hidden = activation(hidden)
+                if masks is not None:
+                    hidden = hidden * masks[layer]
+        return hidden.squeeze(-1)
+
+
+_ACTIVATION_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}

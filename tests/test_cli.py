@@ -1,0 +1,234 @@
+"""The real entry point (`python -m recourse_sim`) on tiny configurations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+TINY = [
+    "simulation.n_rounds=2",
+    "simulation.n_repetitions=2",
+    "simulation.evaluate_every=1",
+    "simulation.n_permutations=10",
+    "data.n_samples=100",
+    "progress=false",
+]
+METRICS = {
+    "mmd_domain",
+    "perturbation",
+    "mmd_model",
+    "mmd_model_grid",
+    "disagreement",
+    "decisiveness",
+    "f1_change",
+}
+
+
+def cli(*overrides: str, run_dir: Path | None = None, check: bool = True):
+    args = [sys.executable, "-m", "recourse_sim", *overrides]
+    if run_dir is not None:
+        args.append(f"hydra.run.dir={run_dir}")
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def check_outputs(run_dir: Path, n_systems: int, n_rounds: int = 2) -> pd.DataFrame:
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert set(metrics.metric) == METRICS
+    assert sorted(metrics["round"].unique()) == list(range(n_rounds + 1))
+    assert len(metrics) == len(METRICS) * (n_rounds + 1) * n_systems
+    assert metrics.value.notna().all()
+    recourse = pd.read_csv(run_dir / "recourse.csv")
+    assert list(recourse.columns[:6]) == [
+        "repetition",
+        "round",
+        "model",
+        "generator",
+        "n_candidates",
+        "n_chosen",
+    ]
+    assert len(recourse) == n_rounds * n_systems
+    population = pd.read_csv(run_dir / "final_population.csv")
+    assert population.groupby(["repetition", "model", "generator"]).ngroups == n_systems
+    return metrics
+
+
+@pytest.mark.parametrize("experiment", ["credit", "synthetic"])
+def test_every_experiment_runs(experiment, tmp_path):
+    result = cli(f"+experiment={experiment}", *TINY, run_dir=tmp_path)
+    assert str(tmp_path) in result.stdout  # the output directory is printed at the end
+    n_systems = 2 * 2  # credit: 1 model x 2 generators; synthetic: 2 models x 1 generator
+    check_outputs(tmp_path, n_systems)
+
+
+@pytest.mark.parametrize(
+    "data", ["overlapping", "linearly_separable", "circles", "moons", "credit", "german"]
+)
+def test_every_embedded_data_option_runs(data, tmp_path):
+    cli(f"data={data}", *TINY, run_dir=tmp_path)
+    check_outputs(tmp_path, n_systems=2)
+
+
+def _write_credit_like_csv(path: Path, n: int = 120, nan: bool = False, labels=(0, 1)):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "income": rng.normal(50, 10, n),
+            "debt": rng.normal(10, 3, n),
+            "region": rng.choice(["north", "south", "east"], n),
+            "approved": rng.choice(labels, n),
+        }
+    )
+    if nan:
+        frame.loc[3, "debt"] = np.nan
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_user_csv_runs_with_immutable_feature(tmp_path):
+    csv = _write_credit_like_csv(tmp_path / "loans.csv")
+    run_dir = tmp_path / "run"
+    cli(
+        "data=csv",
+        f"data.path={csv}",
+        "data.target=approved",
+        "data.immutable=[region]",
+        *TINY,
+        run_dir=run_dir,
+    )
+    check_outputs(run_dir, n_systems=2)
+    population = pd.read_csv(run_dir / "final_population.csv")
+    region = [c for c in population.columns if c.startswith("region_")]
+    assert len(region) == 3
+    assert (population.n_recourse > 0).any()
+    # Every system started from the same rows; an immutable group must still agree everywhere.
+    assert (population.groupby("individual")[region].nunique() == 1).all().all()
+
+
+def test_gmsc_and_california_read_user_files(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 200
+    gmsc = pd.DataFrame(
+        {
+            "SeriousDlqin2yrs": rng.integers(0, 2, n),
+            "RevolvingUtilizationOfUnsecuredLines": rng.random(n),
+            "age": rng.integers(21, 90, n),
+            "NumberOfTime30-59DaysPastDueNotWorse": rng.integers(0, 3, n),
+            "DebtRatio": rng.random(n),
+            "MonthlyIncome": rng.normal(5000, 1000, n),
+            "NumberOfOpenCreditLinesAndLoans": rng.integers(0, 20, n),
+            "NumberOfTimes90DaysLate": rng.integers(0, 3, n),
+            "NumberRealEstateLoansOrLines": rng.integers(0, 4, n),
+            "NumberOfTime60-89DaysPastDueNotWorse": rng.integers(0, 3, n),
+            "NumberOfDependents": rng.integers(0, 4, n),
+        }
+    )
+    gmsc.to_csv(tmp_path / "cs-training.csv")  # Kaggle's file has an unnamed index column
+    cli("data=gmsc", f"data.path={tmp_path / 'cs-training.csv'}", *TINY, run_dir=tmp_path / "gmsc")
+    check_outputs(tmp_path / "gmsc", n_systems=2)
+    names = [
+        "MedInc",
+        "HouseAge",
+        "AveRooms",
+        "AveBedrms",
+        "Population",
+        "AveOccup",
+        "Latitude",
+        "Longitude",
+        "MedHouseVal",
+    ]
+    pd.DataFrame(rng.random((n, len(names))), columns=names).to_csv(
+        tmp_path / "ca.csv", index=False
+    )
+    cli("data=california", f"data.path={tmp_path / 'ca.csv'}", *TINY, run_dir=tmp_path / "ca")
+    check_outputs(tmp_path / "ca", n_systems=2)
+
+
+def test_grid_of_models_and_generators_in_one_job(tmp_path):
+    cli("model=[logistic,mlp]", "generator=[generic,wachter]", *TINY, run_dir=tmp_path)
+    metrics = check_outputs(tmp_path, n_systems=2 * 2 * 2)
+    assert set(metrics.model) == {"logistic", "mlp"}
+    assert set(metrics.generator) == {"generic", "wachter"}
+
+
+def test_sweep_runs_one_job_per_combination(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recourse_sim",
+            "-m",
+            "generator=generic,wachter",
+            "seed=0,1",
+            *TINY,
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    generators = set()
+    for job in jobs:
+        generators |= set(check_outputs(job, n_systems=2).generator)
+    assert generators == {"generic", "wachter"}
+
+
+def test_same_seed_gives_byte_identical_metrics(tmp_path):
+    cli("model=mlp", *TINY, run_dir=tmp_path / "a")
+    cli("model=mlp", *TINY, run_dir=tmp_path / "b")
+    assert (tmp_path / "a/metrics.csv").read_bytes() == (tmp_path / "b/metrics.csv").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["simulation.recourse_fraction=1.5"], "simulation.recourse_fraction"),
+        (["simulation.recourse_fraction=0"], "simulation.recourse_fraction"),
+        (["simulation.n_rounds=0"], "simulation.n_rounds"),
+        (["generator.generic.decision_threshold=2"], "generator.decision_threshold"),
+        (["+generator.generic.step_size=2"], "generator.generic"),
+        (["data.n_samples=7"], "data.n_samples"),
+        (["seed=-1"], "seed"),
+    ],
+)
+def test_bad_values_stop_before_any_work(overrides, expected, tmp_path):
+    result = cli(*overrides, "progress=false", run_dir=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("csv_kwargs", "overrides", "expected"),
+    [
+        ({}, ["data.target=missing_column"], "missing_column"),
+        ({}, ["data.target=approved", "data.features=[income,salary]"], "salary"),
+        ({"labels": (0, 1, 2)}, ["data.target=approved"], "data.target"),
+        ({"nan": True}, ["data.target=approved"], "debt"),
+    ],
+)
+def test_bad_data_names_the_column(csv_kwargs, overrides, expected, tmp_path):
+    csv = _write_credit_like_csv(tmp_path / "loans.csv", **csv_kwargs)
+    result = cli(
+        "data=csv",
+        f"data.path={csv}",
+        *overrides,
+        "progress=false",
+        run_dir=tmp_path / "run",
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.csv").exists()

@@ -1,0 +1,203 @@
+"""Contract tests of every generator in configs/generator over every model kind."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import blobs
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from recourse_sim.data.base import Dataset
+from recourse_sim.errors import ConfigError
+from recourse_sim.generators import FeatureSpace, GenericGenerator, SearchProblem, WachterGenerator
+from recourse_sim.models import MLP, DeepEnsemble, LogisticRegression
+
+GENERATOR_CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "generator").glob("*.yaml"))
+MODELS = {
+    "logistic": LogisticRegression(pretrain={"epochs": 100}),
+    "mlp": MLP(hidden_sizes=(16,), pretrain={"epochs": 100}),
+    "deep_ensemble": DeepEnsemble(n_members=3, hidden_sizes=(16,), pretrain={"epochs": 100}),
+}
+
+
+def load_generator(path: Path, **overrides):
+    (node,) = OmegaConf.load(path).values()
+    return instantiate(node, **overrides)
+
+
+_TRAINED: dict = {}
+
+
+def trained(model_name: str, data: Dataset, n_systems: int = 1):
+    key = (model_name, data.name, data.n_samples)
+    if key not in _TRAINED:
+        spec = MODELS[model_name]
+        model = spec.initialise(data.n_features, torch.Generator().manual_seed(0))
+        X, y = torch.tensor(data.X)[None], torch.tensor(data.y)[None]
+        model.fit(X, y, spec.pretrain, torch.Generator().manual_seed(1))
+        _TRAINED[key] = model
+    return _TRAINED[key].replicate(n_systems)
+
+
+def problem(data: Dataset, model, rows, n_systems=1, K=5, round_key=1, system_keys=None):
+    rows = torch.as_tensor(rows)
+    X = torch.tensor(data.X)
+    return SearchProblem(
+        factuals=X[rows].unsqueeze(0).repeat(n_systems, 1, 1),
+        individual_ids=rows.unsqueeze(0).repeat(n_systems, 1),
+        system_keys=torch.arange(n_systems) if system_keys is None else system_keys,
+        model=model,
+        space=FeatureSpace.from_data(data),
+        population_X=X.unsqueeze(0).repeat(n_systems, 1, 1),
+        population_y=torch.tensor(data.y).unsqueeze(0).repeat(n_systems, 1),
+        n_counterfactuals=K,
+        round_key=round_key,
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    return blobs(n_per_class=60)
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+@pytest.mark.parametrize("config", GENERATOR_CONFIGS, ids=lambda p: p.stem)
+class TestContract:
+    def test_valid_where_reachable(self, config, model_name, data):
+        # A generous step budget makes every threshold reachable on well separated blobs.
+        generator = load_generator(config, max_iter=1000)
+        model = trained(model_name, data)
+        negatives = np.flatnonzero(data.y == 0)[:20]
+        result = generator.search(problem(data, model, negatives))
+        threshold = generator.decision_threshold or 0.5
+        valid = (result.probabilities >= threshold).all(-1).double().mean().item()
+        assert valid >= 0.9
+        assert result.converged.double().mean().item() >= 0.9
+        assert (result.n_iterations > 0).all()
+
+    def test_immutable_and_bounded_features_respected(self, config, model_name, data):
+        generator = load_generator(config)
+        constrained = replace(
+            data,
+            mutability=("none", "both"),
+            lower=np.array([-np.inf, 0.2]),
+            upper=np.array([np.inf, np.inf]),
+            name="constrained",
+        )
+        model = trained(model_name, data)
+        negatives = np.flatnonzero(data.y == 0)[:15]
+        result = generator.search(problem(constrained, model, negatives))
+        cf = result.counterfactuals[0]
+        factual = torch.tensor(data.X[negatives])
+        assert torch.equal(cf[..., 0], factual[:, None, 0].expand(-1, cf.shape[1]))
+        assert (cf[..., 1] >= 0.2).all()
+
+    def test_already_positive_individual_untouched(self, config, model_name, data):
+        generator = load_generator(config)
+        model = trained(model_name, data)
+        positives = np.flatnonzero(data.y == 1)[:5]
+        result = generator.search(problem(data, model, positives))
+        factual = torch.tensor(data.X[positives])[None, :, None, :].expand_as(
+            result.counterfactuals
+        )
+        assert torch.equal(result.counterfactuals, factual)
+        assert (result.n_iterations == 0).all() and result.converged.all()
+
+    def test_same_seed_same_result(self, config, model_name, data):
+        model = trained(model_name, data)
+        rows = np.flatnonzero(data.y == 0)[:8]
+        first = load_generator(config).search(problem(data, model, rows))
+        second = load_generator(config).search(problem(data, model, rows))
+        assert torch.equal(first.counterfactuals, second.counterfactuals)
+        other = load_generator(config).search(problem(data, model, rows, round_key=2))
+        assert not torch.equal(first.counterfactuals, other.counterfactuals)
+
+    def test_result_independent_of_batch_company(self, config, model_name, data):
+        model = trained(model_name, data)
+        rows = np.flatnonzero(data.y == 0)[:12]
+        together = load_generator(config).search(problem(data, model, rows))
+        alone = load_generator(config).search(problem(data, model, rows[5:6]))
+        torch.testing.assert_close(together.counterfactuals[0, 5], alone.counterfactuals[0, 0])
+        assert together.n_iterations[0, 5] == alone.n_iterations[0, 0]
+
+
+@pytest.mark.parametrize("config", GENERATOR_CONFIGS, ids=lambda p: p.stem)
+def test_batched_systems_equal_separate_searches(config, data):
+    rows = np.flatnonzero(data.y == 0)[:6]
+    model = trained("mlp", data, n_systems=3)
+    # Make the three systems differ.
+    with torch.no_grad():
+        model.nets.flat.add_(
+            torch.randn(model.nets.flat.shape, generator=torch.Generator().manual_seed(3)) * 0.05
+        )
+    keys = torch.tensor([11, 22, 33])
+    batched = load_generator(config).search(problem(data, model, rows, 3, system_keys=keys))
+    for s in range(3):
+        single = load_generator(config).search(
+            problem(data, model.select([s]), rows, 1, system_keys=keys[s : s + 1])
+        )
+        torch.testing.assert_close(batched.counterfactuals[s], single.counterfactuals[0])
+
+
+def test_categorical_groups_are_projected_to_one_hot():
+    rng = np.random.default_rng(0)
+    n = 120
+    level = rng.integers(0, 3, n)
+    onehot = np.eye(3)[level]
+    x0 = rng.normal(size=n)
+    y = ((x0 + (level == 2) * 1.5) > 0.5).astype(int)
+    data = Dataset(
+        np.column_stack([x0, onehot]),
+        y,
+        ("x0", "c_0", "c_1", "c_2"),
+        categorical_groups=((1, 2, 3),),
+        name="categorical",
+    )
+    spec = LogisticRegression(pretrain={"epochs": 30})
+    model = spec.initialise(4, torch.Generator().manual_seed(0))
+    model.fit(
+        torch.tensor(data.X)[None], torch.tensor(data.y)[None], spec.pretrain, torch.Generator()
+    )
+    negatives = np.flatnonzero(model.proba(data.X)[0].numpy() < 0.5)[:10]
+    result = GenericGenerator().search(problem(data, model, negatives))
+    group = result.counterfactuals[..., 1:]
+    assert torch.equal(group.sum(-1), torch.ones_like(group.sum(-1)))
+    assert set(torch.unique(group).tolist()) <= {0.0, 1.0}
+
+
+def test_penalties_match_hand_computed_values():
+    factual = torch.tensor([[[[0.0, 0.0]]]], dtype=torch.float64)  # (S=1, B=1, 1, d=2)
+    cfs = torch.tensor([[[[3.0, 4.0], [0.0, 1.0]]]], dtype=torch.float64)  # K=2
+    generic = GenericGenerator(cost_weight=0.1)
+    # Frobenius norm over both counterfactuals: sqrt(9 + 16 + 0 + 1).
+    assert generic.penalty(cfs, factual, None).item() == pytest.approx(0.1 * 26**0.5)
+    population = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [2.0, 4.0], [3.0, 6.0], [4.0, 8.0]]])
+    wachter = WachterGenerator(cost_weight=0.1)
+    wachter.setup(SimpleProblem(population))
+    # MADs: feature 0 -> median 2, |dev| = 2,1,0,1,2 -> 1; feature 1 -> 2.
+    # Mean over K of (|3|/1 + |4|/2) and (0/1 + 1/2) = (5 + 0.5) / 2.
+    assert wachter.penalty(cfs, factual, None).item() == pytest.approx(0.1 * 2.75)
+
+
+class SimpleProblem:
+    def __init__(self, population_X):
+        self.population_X = population_X
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"decision_threshold": 1.5}, "generator.decision_threshold"),
+        ({"learning_rate": 0}, "generator.learning_rate"),
+        ({"max_iter": 0}, "generator.max_iter"),
+        ({"cost_weight": -1}, "generator.cost_weight"),
+    ],
+)
+def test_bad_generator_settings_name_their_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        GenericGenerator(**kwargs)

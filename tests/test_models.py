@@ -1,0 +1,133 @@
+"""Stacked lockstep training equals training each network on its own with torch's Adam."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recourse_sim.errors import ConfigError
+from recourse_sim.models import (
+    MLP,
+    Architecture,
+    DeepEnsemble,
+    LogisticRegression,
+    StackedNetworks,
+    TrainingSchedule,
+    train_lockstep,
+)
+from recourse_sim.models.training import _adam_step_fused, _adam_step_reference
+
+
+def _train_one_by_one(nets, X, y, schedule, activation):
+    """Plain autograd + torch.optim.Adam, one network at a time, rows in order."""
+    trained = []
+    for i in range(nets.n_nets):
+        params = [p.clone().requires_grad_() for p in nets.parameters_of(i)]
+        optimiser = torch.optim.Adam(params, lr=schedule.learning_rate, eps=1e-8)
+        n_layers = len(params) // 2
+        for _ in range(schedule.epochs):
+            for start in range(0, X.shape[1], schedule.batch_size):
+                hidden = X[i, start : start + schedule.batch_size]
+                for layer in range(n_layers):
+                    hidden = hidden @ params[2 * layer] + params[2 * layer + 1]
+                    if layer < n_layers - 1:
+                        hidden = getattr(torch, activation)(hidden)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    hidden.squeeze(-1), y[i, start : start + schedule.batch_size]
+                )
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+        trained.append([p.detach() for p in params])
+    return trained
+
+
+@pytest.mark.parametrize(
+    ("hidden", "activation", "batch_size"),
+    [((), "relu", 1), ((6,), "relu", 1), ((5, 4), "tanh", 3), ((4,), "sigmoid", 7)],
+)
+def test_lockstep_training_equals_separate_training(hidden, activation, batch_size):
+    generator = torch.Generator().manual_seed(1)
+    nets = StackedNetworks(Architecture(3, hidden, activation), 4).initialise(generator)
+    X = torch.randn(4, 23, 3, generator=generator)
+    y = (torch.rand(4, 23, generator=generator) > 0.5).float()
+    schedule = TrainingSchedule(epochs=3, batch_size=batch_size, learning_rate=1e-2)
+    expected = _train_one_by_one(nets, X, y, schedule, activation)
+    train_lockstep(nets, X, y, schedule, generator)
+    for i, params in enumerate(expected):
+        for got, want in zip(nets.parameters_of(i), params, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adam_matches_reference_form():
+    generator = torch.Generator().manual_seed(0)
+    param = torch.randn(50, generator=generator)
+    state = [param.clone(), torch.zeros(50), torch.zeros(50), torch.zeros(())]
+    other = [param.clone(), torch.zeros(50), torch.zeros(50), torch.zeros(())]
+    for _ in range(20):
+        grad = torch.randn(50, generator=generator)
+        _adam_step_fused(state[0], grad, state[1], state[2], state[3], 1e-3)
+        _adam_step_reference(other[0], grad, other[1], other[2], other[3], 1e-3)
+    torch.testing.assert_close(state[0], other[0])
+    assert state[3].item() == other[3].item() == 20
+
+
+def test_ensemble_probability_is_mean_of_member_probabilities():
+    spec = DeepEnsemble(n_members=3, hidden_sizes=(4,))
+    model = spec.initialise(2, torch.Generator().manual_seed(0))
+    X = torch.randn(1, 5, 2, generator=torch.Generator().manual_seed(1))
+    members = torch.sigmoid(model.nets.logits(X.expand(3, -1, -1)))
+    torch.testing.assert_close(model.proba(X)[0], members.mean(0))
+    torch.testing.assert_close(model.logits(X)[0], model.nets.logits(X.expand(3, -1, -1)).mean(0))
+
+
+def test_replicated_systems_train_independently(separable):
+    spec = MLP(hidden_sizes=(8,), pretrain={"epochs": 2}, retrain={"epochs": 1})
+    model = spec.initialise(2, torch.Generator().manual_seed(0)).replicate(2)
+    X = torch.tensor(separable.X).unsqueeze(0).repeat(2, 1, 1)
+    y = torch.tensor(separable.y).unsqueeze(0).repeat(2, 1)
+    y[1] = 1 - y[1]  # the second system sees flipped labels
+    model.fit(X, y, spec.retrain, torch.Generator().manual_seed(0))
+    p = model.proba(separable.X).numpy()
+    single = spec.initialise(2, torch.Generator().manual_seed(0))
+    single.fit(X[:1], y[:1], spec.retrain, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(p[0], single.proba(separable.X)[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(p[0], p[1])
+
+
+def test_pretrained_logistic_regression_separates_blobs(separable):
+    spec = LogisticRegression(pretrain={"epochs": 20})
+    model = spec.initialise(2, torch.Generator().manual_seed(0))
+    model.fit(
+        torch.tensor(separable.X)[None],
+        torch.tensor(separable.y)[None],
+        spec.pretrain,
+        torch.Generator(),
+    )
+    accuracy = ((model.proba(separable.X)[0].numpy() > 0.5) == separable.y).mean()
+    assert accuracy == 1.0
+
+
+def test_dropout_masks_scale_kept_units():
+    nets = StackedNetworks(Architecture(2, (1000,), "relu", dropout=0.25), 1)
+    (mask,) = nets.dropout_masks(50, torch.Generator().manual_seed(0))
+    values = torch.unique(mask).tolist()
+    assert values[0] == 0.0 and values[1] == pytest.approx(1 / 0.75)
+    assert abs((mask > 0).float().mean().item() - 0.75) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"activation": "gelu"}, "model.activation"),
+        ({"dropout": 1.0}, "model.dropout"),
+        ({"hidden_sizes": [0]}, "model.hidden_sizes"),
+        ({"retrain": {"epochs": -1}}, "model.retrain.epochs"),
+        ({"pretrain": {"batch_size": 0}}, "model.pretrain.batch_size"),
+        ({"retrain": {"epoch": 3}}, "model.retrain"),
+    ],
+)
+def test_bad_model_settings_name_their_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        MLP(**kwargs)

@@ -14,7 +14,18 @@ from omegaconf import OmegaConf
 
 from recourse_sim.data.base import Dataset
 from recourse_sim.errors import ConfigError
-from recourse_sim.generators import FeatureSpace, GenericGenerator, SearchProblem, WachterGenerator
+from recourse_sim.generators import (
+    ClaproarGenerator,
+    DiceGenerator,
+    EccoGenerator,
+    FeatureSpace,
+    GenericGenerator,
+    GravitationalGenerator,
+    GreedyGenerator,
+    ProbeGenerator,
+    SearchProblem,
+    WachterGenerator,
+)
 from recourse_sim.models import MLP, DeepEnsemble, LogisticRegression
 
 GENERATOR_CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "generator").glob("*.yaml"))
@@ -34,7 +45,7 @@ _TRAINED: dict = {}
 
 
 def trained(model_name: str, data: Dataset, n_systems: int = 1):
-    key = (model_name, data.name, data.n_samples)
+    key = (model_name, data.name, data.n_samples, data.n_features)
     if key not in _TRAINED:
         spec = MODELS[model_name]
         model = spec.initialise(data.n_features, torch.Generator().manual_seed(0))
@@ -77,7 +88,10 @@ class TestContract:
         threshold = generator.decision_threshold or 0.5
         valid = (result.probabilities >= threshold).all(-1).double().mean().item()
         assert valid >= 0.9
-        assert result.converged.double().mean().item() >= 0.9
+        if generator.decision_threshold is not None:
+            # Without a threshold the search runs until its steps vanish, which non-smooth
+            # distance penalties rarely allow: only validity is promised then.
+            assert result.converged.double().mean().item() >= 0.9
         assert (result.n_iterations > 0).all()
 
     def test_immutable_and_bounded_features_respected(self, config, model_name, data):
@@ -141,7 +155,10 @@ def test_batched_systems_equal_separate_searches(config, data):
         single = load_generator(config).search(
             problem(data, model.select([s]), rows, 1, system_keys=keys[s : s + 1])
         )
-        torch.testing.assert_close(batched.counterfactuals[s], single.counterfactuals[0])
+        # float32 model arithmetic may round differently for 3 stacked systems than for 1.
+        torch.testing.assert_close(
+            batched.counterfactuals[s], single.counterfactuals[0], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_categorical_groups_are_projected_to_one_hot():
@@ -175,13 +192,13 @@ def test_penalties_match_hand_computed_values():
     cfs = torch.tensor([[[[3.0, 4.0], [0.0, 1.0]]]], dtype=torch.float64)  # K=2
     generic = GenericGenerator(cost_weight=0.1)
     # Frobenius norm over both counterfactuals: sqrt(9 + 16 + 0 + 1).
-    assert generic.penalty(cfs, factual, None).item() == pytest.approx(0.1 * 26**0.5)
+    assert generic.penalty(cfs, factual, None, None).item() == pytest.approx(0.1 * 26**0.5)
     population = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [2.0, 4.0], [3.0, 6.0], [4.0, 8.0]]])
     wachter = WachterGenerator(cost_weight=0.1)
-    wachter.setup(SimpleProblem(population))
+    weights = wachter.setup(SimpleProblem(population))
     # MADs: feature 0 -> median 2, |dev| = 2,1,0,1,2 -> 1; feature 1 -> 2.
     # Mean over K of (|3|/1 + |4|/2) and (0/1 + 1/2) = (5 + 0.5) / 2.
-    assert wachter.penalty(cfs, factual, None).item() == pytest.approx(0.1 * 2.75)
+    assert wachter.penalty(cfs, factual, None, weights).item() == pytest.approx(0.1 * 2.75)
 
 
 class SimpleProblem:
@@ -201,3 +218,94 @@ class SimpleProblem:
 def test_bad_generator_settings_name_their_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         GenericGenerator(**kwargs)
+
+
+# --- what makes each generator itself --------------------------------------------------------
+
+
+def _negatives(data, n=15):
+    return np.flatnonzero(data.y == 0)[:n]
+
+
+def test_greedy_changes_one_feature_per_step():
+    data = blobs(n_per_class=60, d=4)
+    model = trained("logistic", data)
+    rows = _negatives(data, 10)
+    factual = torch.tensor(data.X[rows])[None, :, None, :]
+    for steps in (1, 2, 3):
+        generator = GreedyGenerator(max_iter=steps, init_noise=0.0)
+        result = generator.search(problem(data, model, rows))
+        changed = (result.counterfactuals != factual).sum(-1)
+        assert (changed <= steps).all()
+        assert (changed >= 1).all()  # nobody is positive yet, so every CF moved
+    # One step moves the chosen feature by exactly step_size in z-score units.
+    result = GreedyGenerator(max_iter=1, init_noise=0.0).search(problem(data, model, rows))
+    scale = FeatureSpace.from_data(data).scale
+    moved = ((result.counterfactuals - factual) / scale).abs()
+    assert torch.allclose(moved[moved > 0], torch.full_like(moved[moved > 0], 0.1))
+
+
+def test_dice_counterfactuals_more_diverse_than_independent_generic_ones(data):
+    model = trained("mlp", data)
+    rows = _negatives(data)
+
+    def spread(result):
+        cf = result.counterfactuals
+        gaps = (cf.unsqueeze(-2) - cf.unsqueeze(-3)).pow(2).sum(-1).sqrt()
+        return gaps.mean().item()
+
+    generic = spread(GenericGenerator().search(problem(data, model, rows)))
+    spreads = [
+        spread(DiceGenerator(diversity_weight=w).search(problem(data, model, rows)))
+        for w in (1.0, 3.0, 10.0)
+    ]
+    # The study's weight (1.0) already spreads them; a larger weight spreads them more.
+    assert generic < spreads[0] < spreads[1] < spreads[2]
+    assert spreads[2] > 3 * generic
+
+
+@pytest.mark.parametrize("mitigation", [ClaproarGenerator, GravitationalGenerator])
+def test_mitigations_land_closer_to_target_class_than_generic(mitigation, data):
+    model = trained("mlp", data)
+    rows = _negatives(data)
+    positives = torch.tensor(data.X[data.y == 1])
+
+    def distance_to_positives(result):
+        cf = result.counterfactuals.reshape(-1, data.n_features)
+        return torch.cdist(cf, positives).min(-1).values.mean().item()
+
+    generic = GenericGenerator(max_iter=100).search(problem(data, model, rows))
+    mitigated = mitigation(max_iter=100).search(problem(data, model, rows))
+    assert distance_to_positives(mitigated) < 0.8 * distance_to_positives(generic)
+
+
+def test_ecco_reaches_lower_energy_than_generic(data):
+    model = trained("mlp", data)
+    rows = _negatives(data)
+    generic = GenericGenerator().search(problem(data, model, rows))
+    ecco = EccoGenerator(energy_weight=20.0).search(problem(data, model, rows))
+    # Energy = -logit: ECCo's counterfactuals are more confidently in the target class.
+    assert ecco.probabilities.mean() > generic.probabilities.mean()
+    assert EccoGenerator(max_iter=100).decay(1) == pytest.approx(0.4 * 5**-0.9)
+
+
+def test_probe_lowers_the_invalidation_rate(data):
+    model = trained("mlp", data)
+    rows = _negatives(data)
+    probe = ProbeGenerator(invalidation_target=0.05)
+    results = {
+        name: generator.search(problem(data, model, rows))
+        for name, generator in (("generic", GenericGenerator()), ("probe", probe))
+    }
+    rates = {}
+    for name, result in results.items():
+        x = result.counterfactuals.clone().requires_grad_(True)
+        logits = model.logits(x.reshape(1, -1, 2).float()).reshape(x.shape[:-1])
+        rates[name] = probe.invalidation_rate(x, logits, create_graph=False).mean().item()
+    assert rates["probe"] < rates["generic"]
+    assert results["probe"].converged.double().mean() > 0.5
+    # Its convergence includes the rate: every converged individual is below the target.
+    converged = results["probe"].converged[0]
+    x = results["probe"].counterfactuals[0][converged].clone().requires_grad_(True)
+    logits = model.logits(x.reshape(1, -1, 2).float()).reshape(x.shape[:-1])
+    assert (probe.invalidation_rate(x, logits, create_graph=False) < 0.05 + 1e-6).all()

@@ -1,15 +1,27 @@
 """Counterfactual generators on one batched search engine."""
 
 from recourse_sim.generators.base import FeatureSpace, Generator, SearchProblem, SearchResult
+from recourse_sim.generators.claproar import ClaproarGenerator
+from recourse_sim.generators.dice import DiceGenerator
+from recourse_sim.generators.ecco import EccoGenerator
 from recourse_sim.generators.generic import GenericGenerator
 from recourse_sim.generators.gradient import GradientGenerator
+from recourse_sim.generators.gravitational import GravitationalGenerator
+from recourse_sim.generators.greedy import GreedyGenerator
+from recourse_sim.generators.probe import ProbeGenerator
 from recourse_sim.generators.wachter import WachterGenerator
 
 __all__ = [
+    "ClaproarGenerator",
+    "DiceGenerator",
+    "EccoGenerator",
     "FeatureSpace",
     "Generator",
     "GenericGenerator",
     "GradientGenerator",
+    "GravitationalGenerator",
+    "GreedyGenerator",
+    "ProbeGenerator",
     "SearchProblem",
     "SearchResult",
     "WachterGenerator",

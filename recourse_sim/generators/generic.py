@@ -17,7 +17,7 @@ from recourse_sim.generators.gradient import GradientGenerator
 class GenericGenerator(GradientGenerator):
     """BCE loss plus λ times the Frobenius distance of the ``K`` counterfactuals to the factual."""
 
-    def penalty(self, counterfactuals, factuals, problem) -> torch.Tensor:
+    def penalty(self, counterfactuals, factuals, logits, state) -> torch.Tensor:
         """``λ·‖x − X'‖_F`` per individual."""
         diff = (counterfactuals - factuals).flatten(2)
         return self.cost_weight * diff.pow(2).sum(-1).sqrt()

@@ -17,7 +17,9 @@ systems and individuals of a round in one tensor of shape ``(S, B, K, d)``:
   validity); or after ``max_iter`` steps;
 * an individual the model already puts in the target class is returned untouched after 0 steps.
 
-Subclasses supply :meth:`GradientGenerator.penalty` (and may override the search space).
+Subclasses supply :meth:`GradientGenerator.penalty`; they may prepare per-search statistics in
+:meth:`GradientGenerator.setup` (returned, never stored on the generator, so one generator object
+can serve concurrent searches) and replace the descent step in :meth:`GradientGenerator.step`.
 """
 
 from __future__ import annotations
@@ -86,16 +88,39 @@ class GradientGenerator(Generator):
         return 0.5 if self.decision_threshold is None else self.decision_threshold
 
     def penalty(
-        self, counterfactuals: torch.Tensor, factuals: torch.Tensor, problem: SearchProblem
+        self,
+        counterfactuals: torch.Tensor,
+        factuals: torch.Tensor,
+        logits: torch.Tensor,
+        state: object,
     ) -> torch.Tensor:
         """Penalty per individual, ``(S, B)``, of ``counterfactuals`` ``(S, B, K, d)``.
 
-        ``factuals`` has shape ``(S, B, 1, d)``. Both are in model space.
+        ``factuals`` has shape ``(S, B, 1, d)`` (both in model space), ``logits`` ``(S, B, K)`` are
+        the target-class logits at the counterfactuals, ``state`` is what :meth:`setup` returned.
         """
         raise NotImplementedError
 
-    def setup(self, problem: SearchProblem) -> None:
-        """Per-search preparation (e.g. statistics of the population)."""
+    def setup(self, problem: SearchProblem) -> object:
+        """Per-search preparation (e.g. statistics of the population), passed to the hooks."""
+        return None
+
+    def converged(
+        self, counterfactuals: torch.Tensor, logits: torch.Tensor, state: object
+    ) -> torch.Tensor | None:
+        """An extra convergence condition ``(S, B)`` that must hold besides validity, or None.
+
+        Called with gradients enabled (``logits`` still depend on ``counterfactuals``).
+        """
+        return None
+
+    def step(self, grad: torch.Tensor, n_counterfactuals: int, state: object) -> torch.Tensor:
+        """The raw search step from the objective's gradient (masking is applied afterwards).
+
+        Plain gradient descent, multiplied by ``K`` as in CounterfactualExplanations.jl (which
+        undoes the mean over the ``K`` counterfactuals in the loss).
+        """
+        return -self.learning_rate * n_counterfactuals * grad
 
     # --- the search ------------------------------------------------------------------------
 
@@ -106,7 +131,7 @@ class GradientGenerator(Generator):
         factuals = problem.factuals.to(torch.float64).unsqueeze(2)  # (S, B, 1, d)
         S, B, _, d = factuals.shape
         K = int(problem.n_counterfactuals)
-        self.setup(problem)
+        state = self.setup(problem)
         sign = 1.0 if problem.target == 1 else -1.0  # logit of the target class
         target = torch.ones(S, B, K, dtype=torch.float32)
 
@@ -141,19 +166,22 @@ class GradientGenerator(Generator):
             x_cf = space.project(factuals + offset * space.scale)
             masks = self._dropout_masks(model, dropout_keys, iteration)
             logits = target_proba(x_cf, masks)
+            extra = self.converged(x_cf, logits, state)
             with torch.no_grad():
                 check = logits if masks is None else target_proba(x_cf)
                 converged = (torch.sigmoid(check) >= threshold).all(dim=-1)
                 if self.decision_threshold is None:
                     converged &= last_step_small
+                if extra is not None:
+                    converged &= extra
                 active &= ~converged
             if iteration == self.max_iter or not bool(active.any()):
                 break
             loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
-            loss = loss + self.penalty(x_cf, factuals, problem)
+            loss = loss + self.penalty(x_cf, factuals, logits, state)
             (grad,) = torch.autograd.grad(loss[active].sum(), offset)
             with torch.no_grad():
-                step = torch.nan_to_num(-self.learning_rate * K * grad, nan=0.0)
+                step = torch.nan_to_num(self.step(grad, K, state), nan=0.0)
                 step = space.mask_step(step) * active.view(S, B, 1, 1)
                 offset = self._clamp(offset + step, factuals, space)
                 n_iterations += active.to(torch.int64)

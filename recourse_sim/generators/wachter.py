@@ -27,15 +27,15 @@ class WachterGenerator(GradientGenerator):
             raise ConfigError("generator.mad_floor", mad_floor, "a positive number")
         self.mad_floor = float(mad_floor)
 
-    def setup(self, problem) -> None:
-        """Median absolute deviation of every feature in each system's population."""
+    def setup(self, problem) -> torch.Tensor:
+        """Inverse median absolute deviation of every feature in each system's population."""
         X = problem.population_X.to(torch.float64)
         median = X.median(dim=1, keepdim=True).values
         mad = (X - median).abs().median(dim=1).values  # (S, d)
-        self._weights = 1.0 / mad.clamp_min(self.mad_floor)
+        return 1.0 / mad.clamp_min(self.mad_floor)
 
-    def penalty(self, counterfactuals, factuals, problem) -> torch.Tensor:
-        """``λ·mean_k Σ_j |x'_kj − x_j| / MAD_j`` per individual."""
-        weights = self._weights[:, None, None, :]
+    def penalty(self, counterfactuals, factuals, logits, state) -> torch.Tensor:
+        """``λ·mean_k Σ_j |x'_kj − x_j| / MAD_j`` per individual (``state``: the 1/MAD weights)."""
+        weights = state[:, None, None, :]
         distance = ((counterfactuals - factuals).abs() * weights).sum(-1).mean(-1)
         return self.cost_weight * distance

@@ -16,6 +16,7 @@ from recourse_sim.data.base import Dataset
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators import (
     ClaproarGenerator,
+    ClueGenerator,
     DiceGenerator,
     EccoGenerator,
     FeatureSpace,
@@ -23,6 +24,7 @@ from recourse_sim.generators import (
     GravitationalGenerator,
     GreedyGenerator,
     ProbeGenerator,
+    ReviseGenerator,
     SearchProblem,
     WachterGenerator,
 )
@@ -85,6 +87,9 @@ class TestContract:
         model = trained(model_name, data)
         negatives = np.flatnonzero(data.y == 0)[:20]
         result = generator.search(problem(data, model, negatives))
+        if not generator.targeted:  # CLUE seeks certainty, not validity (tested below)
+            assert torch.isfinite(result.counterfactuals).all()
+            return
         threshold = generator.decision_threshold or 0.5
         valid = (result.probabilities >= threshold).all(-1).double().mean().item()
         assert valid >= 0.9
@@ -309,3 +314,68 @@ def test_probe_lowers_the_invalidation_rate(data):
     x = results["probe"].counterfactuals[0][converged].clone().requires_grad_(True)
     logits = model.logits(x.reshape(1, -1, 2).float()).reshape(x.shape[:-1])
     assert (probe.invalidation_rate(x, logits, create_graph=False) < 0.05 + 1e-6).all()
+
+
+def _entropy(p):
+    p = p.clamp(1e-12, 1 - 1e-12)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+def test_clue_moves_uncertain_individuals_to_where_the_model_is_certain():
+    data = blobs(n_per_class=80, std=0.45, seed=5)
+    model = trained("mlp", data)
+    p = model.proba(data.X)[0].double()
+    uncertain = torch.argsort((p - 0.5).abs())[:15].numpy()  # the most ambiguous individuals
+    # 160 rows give few VAE updates per epoch: train it longer than the default.
+    result = ClueGenerator(vae={"epochs": 300}).search(problem(data, model, uncertain))
+    assert _entropy(result.probabilities).mean() < 0.5 * _entropy(p[uncertain]).mean()
+
+
+def test_revise_stays_closer_to_the_data_manifold_than_generic():
+    # Five features on a one-dimensional manifold (a line plus small noise), classes along it.
+    rng = np.random.default_rng(0)
+    n = 200
+    t = np.r_[rng.normal(-1, 0.3, n // 2), rng.normal(1, 0.3, n // 2)]
+    X = t[:, None] @ rng.normal(size=(1, 5)) + 0.02 * rng.normal(size=(n, 5))
+    y = (np.arange(n) >= n // 2).astype(int)
+    data = Dataset(X, y, tuple(f"x{i}" for i in range(5)), name="line")
+    model = trained("mlp", data)
+    rows = _negatives(data)
+    positives = torch.tensor(data.X[data.y == 1])
+
+    def nearest_positive(result):
+        cf = result.counterfactuals.reshape(-1, data.n_features)
+        return torch.cdist(cf, positives).min(-1).values.mean().item()
+
+    generic = GenericGenerator().search(problem(data, model, rows))
+    revise = ReviseGenerator(vae={"latent_dim": 1, "epochs": 200}).search(
+        problem(data, model, rows)
+    )
+    assert (revise.probabilities >= 0.5).all(-1).double().mean() >= 0.9
+    assert nearest_positive(revise) < 0.5 * nearest_positive(generic)
+
+
+def test_latent_search_keeps_its_vae_between_rounds_and_retrains_it():
+    data = blobs(n_per_class=40)
+    model = trained("logistic", data)
+    rows = _negatives(data, 5)
+    generator = ReviseGenerator(vae={"epochs": 3, "retrain_epochs": 1})
+    generator.search(problem(data, model, rows, round_key=1))
+    (first,) = generator.state_dict()["systems"].values()
+    snapshot = [t.clone() for t in first.decoder]
+    generator.search(problem(data, model, rows, round_key=1))  # same round: no training
+    assert all(torch.equal(a, b) for a, b in zip(first.decoder, snapshot, strict=True))
+    generator.search(problem(data, model, rows, round_key=2))  # next round: retrained
+    (second,) = generator.state_dict()["systems"].values()
+    assert second.trained_for_round == 2
+    assert not all(torch.equal(a, b) for a, b in zip(second.decoder, snapshot, strict=True))
+
+
+def test_any_gradient_generator_can_search_in_latent_space():
+    data = blobs(n_per_class=40)
+    model = trained("mlp", data)
+    rows = _negatives(data, 8)
+    generator = GravitationalGenerator(latent_space=True, vae={"epochs": 20})
+    result = generator.search(problem(data, model, rows))
+    assert generator.state_dict()["systems"]
+    assert (result.probabilities >= 0.5).all(-1).double().mean() >= 0.5

@@ -2,6 +2,7 @@
 
 from recourse_sim.generators.base import FeatureSpace, Generator, SearchProblem, SearchResult
 from recourse_sim.generators.claproar import ClaproarGenerator
+from recourse_sim.generators.clue import ClueGenerator
 from recourse_sim.generators.dice import DiceGenerator
 from recourse_sim.generators.ecco import EccoGenerator
 from recourse_sim.generators.generic import GenericGenerator
@@ -9,10 +10,12 @@ from recourse_sim.generators.gradient import GradientGenerator
 from recourse_sim.generators.gravitational import GravitationalGenerator
 from recourse_sim.generators.greedy import GreedyGenerator
 from recourse_sim.generators.probe import ProbeGenerator
+from recourse_sim.generators.revise import ReviseGenerator
 from recourse_sim.generators.wachter import WachterGenerator
 
 __all__ = [
     "ClaproarGenerator",
+    "ClueGenerator",
     "DiceGenerator",
     "EccoGenerator",
     "FeatureSpace",
@@ -22,6 +25,7 @@ __all__ = [
     "GravitationalGenerator",
     "GreedyGenerator",
     "ProbeGenerator",
+    "ReviseGenerator",
     "SearchProblem",
     "SearchResult",
     "WachterGenerator",

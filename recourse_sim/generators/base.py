@@ -73,6 +73,13 @@ class FeatureSpace:
         step = torch.where(mut == MUTABLE_INCREASE, step.clamp_min(0.0), step)
         return torch.where(mut == MUTABLE_DECREASE, step.clamp_max(0.0), step)
 
+    def restrict(self, x: torch.Tensor, factuals: torch.Tensor) -> torch.Tensor:
+        """Enforce mutability on a proposed point relative to its factual (model space)."""
+        mut = self.mutability
+        x = torch.where(mut == IMMUTABLE, factuals, x)
+        x = torch.where(mut == MUTABLE_INCREASE, torch.maximum(x, factuals), x)
+        return torch.where(mut == MUTABLE_DECREASE, torch.minimum(x, factuals), x)
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Valid encodings: argmax one-hot per group, rounded binaries; straight-through gradient.
 
@@ -148,10 +155,19 @@ class Generator(ABC):
 
     #: Threshold on the target-class probability that counts a counterfactual as valid.
     decision_threshold: float = 0.5
+    #: Whether the generator aims for the target class (CLUE aims for certainty instead).
+    targeted: bool = True
 
     @abstractmethod
     def search(self, problem: SearchProblem) -> SearchResult:
         """Find ``K`` counterfactuals for every individual of every system in ``problem``."""
+
+    def state_dict(self) -> dict:
+        """State kept across rounds (e.g. fitted generative models), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027
+        """Restore :meth:`state_dict`."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

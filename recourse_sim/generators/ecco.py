@@ -37,9 +37,16 @@ class EccoGenerator(GenericGenerator):
         decision_threshold: float | None = 0.5,
         step_tolerance: float = 1e-3,
         init_noise: float = 0.1,
+        **search_options,
     ):
         super().__init__(
-            cost_weight, learning_rate, max_iter, decision_threshold, step_tolerance, init_noise
+            cost_weight,
+            learning_rate,
+            max_iter,
+            decision_threshold,
+            step_tolerance,
+            init_noise,
+            **search_options,  # latent_space, vae
         )
         for key, value in (
             ("energy_weight", energy_weight),

@@ -24,6 +24,8 @@ can serve concurrent searches) and replace the descent step in :meth:`GradientGe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,7 @@ from recourse_sim.generators.base import (
     SearchResult,
     check_probability,
 )
+from recourse_sim.generators.vae import VAESettings, VAEStore, vae_settings
 from recourse_sim.utils import counter_rng
 
 # Fixed stream keys of the counter-based draws made during a search.
@@ -53,6 +56,9 @@ class GradientGenerator(Generator):
         step_tolerance: τ, the largest step coordinate that counts as "vanished".
         init_noise: Standard deviation of the initial perturbation in z-score space (0 = start at
             the factual).
+        latent_space: Search in the latent space of a VAE fitted on each system's population
+            (REVISE's idea, available to every gradient generator).
+        vae: Settings of those VAEs (see :class:`recourse_sim.generators.vae.VAESettings`).
     """
 
     def __init__(
@@ -63,6 +69,8 @@ class GradientGenerator(Generator):
         decision_threshold: float | None = 0.5,
         step_tolerance: float = 1e-3,
         init_noise: float = 0.1,
+        latent_space: bool = False,
+        vae: Mapping | VAESettings | None = None,
     ):
         check_probability("generator.decision_threshold", decision_threshold, allow_none=True)
         if not float(learning_rate) > 0:
@@ -81,6 +89,9 @@ class GradientGenerator(Generator):
         self.decision_threshold = None if decision_threshold is None else float(decision_threshold)
         self.step_tolerance = float(step_tolerance)
         self.init_noise = float(init_noise)
+        self.latent_space = bool(latent_space)
+        self.vae = vae_settings(vae)
+        self._vaes = VAEStore(self.vae)
 
     @property
     def validity_threshold(self) -> float:
@@ -124,21 +135,74 @@ class GradientGenerator(Generator):
 
     # --- the search ------------------------------------------------------------------------
 
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """The prediction loss per individual ``(S, B)``: mean_K BCE towards the target."""
+        target = torch.ones_like(logits)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
+
     def search(self, problem: SearchProblem) -> SearchResult:
         """Run the batched search (see the module docstring for the exact semantics)."""
-        space = problem.space
         model = problem.model
         factuals = problem.factuals.to(torch.float64).unsqueeze(2)  # (S, B, 1, d)
         S, B, _, d = factuals.shape
         K = int(problem.n_counterfactuals)
         state = self.setup(problem)
+        space = self._search_space(problem, factuals, K)
         sign = 1.0 if problem.target == 1 else -1.0  # logit of the target class
-        target = torch.ones(S, B, K, dtype=torch.float32)
 
-        def target_proba(x_cf: torch.Tensor, masks=None) -> torch.Tensor:
+        def target_logits(x_cf: torch.Tensor, masks=None) -> torch.Tensor:
             logits = model.logits(x_cf.reshape(S, B * K, d), masks).reshape(S, B, K)
             return sign * logits
 
+        with torch.no_grad():
+            already = torch.sigmoid(target_logits(factuals.expand(S, B, K, d)))[..., 0]
+            already = already >= self.validity_threshold
+        active = ~already
+        n_iterations = torch.zeros(S, B, dtype=torch.int64)
+        last_step_small = torch.zeros(S, B, dtype=torch.bool)
+        dropout_keys = self._dropout_keys(problem, S, B, K)
+        threshold = self.validity_threshold
+        position = space.initial
+
+        for iteration in range(self.max_iter + 1):
+            position = position.detach().requires_grad_(True)
+            x_cf = space.decode(position)
+            masks = self._dropout_masks(model, dropout_keys, iteration)
+            logits = target_logits(x_cf, masks)
+            extra = self.converged(x_cf, logits, state)
+            with torch.no_grad():
+                check = logits if masks is None else target_logits(x_cf)
+                converged = (torch.sigmoid(check) >= threshold).all(dim=-1)
+                if self.decision_threshold is None:
+                    converged &= last_step_small
+                if extra is not None:
+                    converged &= extra
+                active &= ~converged
+            if iteration == self.max_iter or not bool(active.any()):
+                break
+            loss = self.loss(logits) + self.penalty(x_cf, factuals, logits, state)
+            (grad,) = torch.autograd.grad(loss[active].sum(), position)
+            with torch.no_grad():
+                step = torch.nan_to_num(self.step(grad, K, state), nan=0.0)
+                step = space.admissible(step) * active.view(S, B, 1, 1)
+                position = space.move(position, step)
+                n_iterations += active.to(torch.int64)
+                last_step_small = (step.abs() < self.step_tolerance).flatten(2).all(dim=-1)
+
+        with torch.no_grad():
+            counterfactuals = space.finish(position.detach())
+            # An individual already in the target class keeps its exact features.
+            counterfactuals = torch.where(already.view(S, B, 1, 1), factuals, counterfactuals)
+            probabilities = torch.sigmoid(target_logits(counterfactuals)).to(torch.float64)
+            # The last check ran on the final state: whoever is still active never converged.
+            converged = already | ~active
+        return SearchResult(counterfactuals, probabilities, converged, n_iterations)
+
+    def _search_space(self, problem: SearchProblem, factuals: torch.Tensor, K: int):
+        """Where the search moves: z-score offsets of the features, or a VAE's latent space."""
+        S, B, _, d = factuals.shape
+        if self.latent_space:
+            return _LatentSpace(problem, factuals, K, self._vaes.for_systems(problem))
         # Offsets from the factual in z-score space; the initial perturbation follows
         # CounterfactualExplanations.jl's :add_perturbation initialisation.
         noise = counter_rng.normal(
@@ -149,61 +213,16 @@ class GradientGenerator(Generator):
             torch.arange(K).view(1, 1, K, 1),
             torch.arange(d).view(1, 1, 1, d),
         )
-        offset = space.mask_step(self.init_noise * noise)
-        offset = self._clamp(offset, factuals, space)
+        return _FeatureOffsets(problem.space, factuals, self.init_noise * noise)
 
-        with torch.no_grad():
-            already = torch.sigmoid(target_proba(factuals.expand(S, B, K, d)))[..., 0]
-            already = already >= self.validity_threshold
-        active = ~already
-        n_iterations = torch.zeros(S, B, dtype=torch.int64)
-        last_step_small = torch.zeros(S, B, dtype=torch.bool)
-        dropout_keys = self._dropout_keys(problem, S, B, K)
-        threshold = self.validity_threshold
+    def state_dict(self) -> dict:
+        """State kept across rounds (the latent space's VAEs), for checkpoints."""
+        return self._vaes.state_dict() if self.latent_space else {}
 
-        for iteration in range(self.max_iter + 1):
-            offset = offset.detach().requires_grad_(True)
-            x_cf = space.project(factuals + offset * space.scale)
-            masks = self._dropout_masks(model, dropout_keys, iteration)
-            logits = target_proba(x_cf, masks)
-            extra = self.converged(x_cf, logits, state)
-            with torch.no_grad():
-                check = logits if masks is None else target_proba(x_cf)
-                converged = (torch.sigmoid(check) >= threshold).all(dim=-1)
-                if self.decision_threshold is None:
-                    converged &= last_step_small
-                if extra is not None:
-                    converged &= extra
-                active &= ~converged
-            if iteration == self.max_iter or not bool(active.any()):
-                break
-            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
-            loss = loss + self.penalty(x_cf, factuals, logits, state)
-            (grad,) = torch.autograd.grad(loss[active].sum(), offset)
-            with torch.no_grad():
-                step = torch.nan_to_num(self.step(grad, K, state), nan=0.0)
-                step = space.mask_step(step) * active.view(S, B, 1, 1)
-                offset = self._clamp(offset + step, factuals, space)
-                n_iterations += active.to(torch.int64)
-                last_step_small = (step.abs() < self.step_tolerance).flatten(2).all(dim=-1)
-
-        with torch.no_grad():
-            # Clamp once more: re-encoding the clamped point as an offset can round past a bound.
-            counterfactuals = space.clamp(space.project(factuals + offset.detach() * space.scale))
-            # An individual already in the target class keeps its exact features.
-            counterfactuals = torch.where(already.view(S, B, 1, 1), factuals, counterfactuals)
-            probabilities = torch.sigmoid(target_proba(counterfactuals)).to(torch.float64)
-            # The last check ran on the final state: whoever is still active never converged.
-            converged = already | ~active
-        return SearchResult(counterfactuals, probabilities, converged, n_iterations)
-
-    @staticmethod
-    def _clamp(offset: torch.Tensor, factuals: torch.Tensor, space) -> torch.Tensor:
-        """Clamp the decoded point to the bounds and re-encode it as an offset."""
-        if torch.isinf(space.lower).all() and torch.isinf(space.upper).all():
-            return offset
-        x = space.clamp(factuals + offset * space.scale)
-        return (x - factuals) / space.scale
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        if self.latent_space:
+            self._vaes.load_state_dict(state)
 
     @staticmethod
     def _dropout_keys(problem: SearchProblem, S: int, B: int, K: int) -> torch.Tensor | None:
@@ -229,3 +248,76 @@ class GradientGenerator(Generator):
             u = counter_rng.uniform(keys.unsqueeze(-1), iteration, layer, torch.arange(width))
             masks.append((u < keep).to(torch.float32) / keep)
         return masks
+
+
+class _FeatureOffsets:
+    """Search positions are offsets from the factual in z-score space."""
+
+    def __init__(self, space, factuals: torch.Tensor, noise: torch.Tensor):
+        self.space = space
+        self.factuals = factuals
+        self.initial = self._clamp(space.mask_step(noise))
+
+    def decode(self, offset: torch.Tensor) -> torch.Tensor:
+        return self.space.project(self.factuals + offset * self.space.scale)
+
+    def admissible(self, step: torch.Tensor) -> torch.Tensor:
+        return self.space.mask_step(step)
+
+    def move(self, offset: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        return self._clamp(offset + step)
+
+    def finish(self, offset: torch.Tensor) -> torch.Tensor:
+        # Clamp once more: re-encoding the clamped point as an offset can round past a bound.
+        return self.space.clamp(self.decode(offset))
+
+    def _clamp(self, offset: torch.Tensor) -> torch.Tensor:
+        """Clamp the decoded point to the bounds and re-encode it as an offset."""
+        space = self.space
+        if torch.isinf(space.lower).all() and torch.isinf(space.upper).all():
+            return offset
+        x = space.clamp(self.factuals + offset * space.scale)
+        return (x - self.factuals) / space.scale
+
+
+class _LatentSpace:
+    """Search positions are latent codes of the system's VAE; decoding enforces actionability.
+
+    The start is a reparameterised sample ``μ(x) + σ(x)·ε`` (CounterfactualExplanations.jl).
+    Unlike CE.jl, which ignores mutability in latent space, decoded counterfactuals keep immutable
+    features at the factual's values and respect increase- or decrease-only directions and bounds;
+    and the state is not re-encoded (stochastically) after every step.
+    """
+
+    def __init__(self, problem: SearchProblem, factuals: torch.Tensor, K: int, vae):
+        S, B, _, d = factuals.shape
+        self.space = problem.space
+        self.factuals = factuals
+        self.vae = vae
+        self.shape = (S, B, K, d)
+        with torch.no_grad():
+            mu, log_sigma = vae.encode(factuals[:, :, 0])
+        L = mu.shape[-1]
+        eps = counter_rng.normal(
+            _INIT_STREAM + 1,
+            problem.round_key,
+            problem.system_keys.view(S, 1, 1, 1),
+            problem.individual_ids.view(S, B, 1, 1),
+            torch.arange(K).view(1, 1, K, 1),
+            torch.arange(L).view(1, 1, 1, L),
+        )
+        self.initial = mu.unsqueeze(2).double() + torch.exp(log_sigma).unsqueeze(2).double() * eps
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        S, B, K, d = self.shape
+        raw = self.vae.decode(z.reshape(S, B * K, -1)).reshape(S, B, K, d).to(torch.float64)
+        return self.space.clamp(self.space.project(self.space.restrict(raw, self.factuals)))
+
+    def admissible(self, step: torch.Tensor) -> torch.Tensor:
+        return step
+
+    def move(self, z: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        return z + step
+
+    def finish(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode(z)

@@ -34,9 +34,16 @@ class GravitationalGenerator(GenericGenerator):
         decision_threshold: float | None = None,
         step_tolerance: float = 1e-3,
         init_noise: float = 0.1,
+        **search_options,
     ):
         super().__init__(
-            cost_weight, learning_rate, max_iter, decision_threshold, step_tolerance, init_noise
+            cost_weight,
+            learning_rate,
+            max_iter,
+            decision_threshold,
+            step_tolerance,
+            init_noise,
+            **search_options,  # latent_space, vae
         )
         if float(gravity_weight) < 0:
             raise ConfigError("generator.gravity_weight", gravity_weight, "a non-negative number")

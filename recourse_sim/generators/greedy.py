@@ -40,8 +40,11 @@ class GreedyGenerator(GradientGenerator):
         decision_threshold: float | None = 0.5,
         step_tolerance: float = 1e-3,
         init_noise: float = 0.1,
+        **search_options,
     ):
-        super().__init__(0.0, 1.0, max_iter, decision_threshold, step_tolerance, init_noise)
+        super().__init__(
+            0.0, 1.0, max_iter, decision_threshold, step_tolerance, init_noise, **search_options
+        )
         if not float(step_size) > 0:
             raise ConfigError("generator.step_size", step_size, "a positive number")
         if int(max_changes) < 1:

@@ -36,9 +36,16 @@ class ProbeGenerator(GenericGenerator):
         decision_threshold: float | None = 0.5,
         step_tolerance: float = 1e-3,
         init_noise: float = 0.1,
+        **search_options,
     ):
         super().__init__(
-            cost_weight, learning_rate, max_iter, decision_threshold, step_tolerance, init_noise
+            cost_weight,
+            learning_rate,
+            max_iter,
+            decision_threshold,
+            step_tolerance,
+            init_noise,
+            **search_options,  # latent_space, vae
         )
         if float(invalidation_weight) < 0:
             raise ConfigError(

@@ -24,12 +24,13 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
 @dataclass(frozen=True)
 class Architecture:
-    """Layer sizes ``(d, h_1, ..., h_k, 1)`` of a binary classifier emitting one logit."""
+    """Layer sizes ``(d, h_1, ..., h_k, output_dim)``; classifiers emit one logit."""
 
     input_dim: int
     hidden_sizes: tuple[int, ...] = ()
     activation: str = "relu"
     dropout: float = 0.0
+    output_dim: int = 1
 
     def __post_init__(self) -> None:
         check_choice("model.activation", self.activation, ACTIVATIONS)
@@ -41,7 +42,7 @@ class Architecture:
     @property
     def sizes(self) -> tuple[int, ...]:
         """All layer widths, input and output included."""
-        return (self.input_dim, *self.hidden_sizes, 1)
+        return (self.input_dim, *self.hidden_sizes, self.output_dim)
 
     @property
     def n_layers(self) -> int:
@@ -108,6 +109,18 @@ class StackedNetworks:
                 dst.copy_(src[nets])
         return out
 
+    @classmethod
+    def from_parameters(
+        cls, architecture: Architecture, parameters: Sequence[Sequence[torch.Tensor]]
+    ) -> StackedNetworks:
+        """Stack per-network parameter lists (as :meth:`parameters_of` returns them)."""
+        out = cls(architecture, len(parameters))
+        with torch.no_grad():
+            for i, tensors in enumerate(parameters):
+                for dst, src in zip(out.parameters_of(i), tensors, strict=True):
+                    dst.copy_(src)
+        return out
+
     def parameters_of(self, net: int) -> list[torch.Tensor]:
         """The parameter tensors (weight, bias per layer) of network ``net``."""
         tensors = []
@@ -137,6 +150,15 @@ class StackedNetworks:
         Differentiable with respect to ``X`` (used by the counterfactual search). ``masks`` applies
         dropout after each hidden activation; ``flat`` evaluates other parameters of this layout.
         """
+        return self.forward(X, masks, flat).squeeze(-1)
+
+    def forward(
+        self,
+        X: torch.Tensor,
+        masks: Sequence[torch.Tensor] | None = None,
+        flat: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Outputs ``(n_nets, n, output_dim)`` of each network on its own rows ``X``."""
         weights, biases = (self.weights, self.biases) if flat is None else self.views(flat)
         activation = _ACTIVATION_FUNCTIONS[self.architecture.activation]
         hidden = X
@@ -147,7 +169,7 @@ class StackedNetworks:
                 hidden = activation(hidden)
                 if masks is not None:
                     hidden = hidden * masks[layer]
-        return hidden.squeeze(-1)
+        return hidden
 
 
 _ACTIVATION_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}

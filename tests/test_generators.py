@@ -23,6 +23,7 @@ from recourse_sim.generators import (
     GenericGenerator,
     GravitationalGenerator,
     GreedyGenerator,
+    GrowingSpheresGenerator,
     ProbeGenerator,
     ReviseGenerator,
     SearchProblem,
@@ -379,3 +380,34 @@ def test_any_gradient_generator_can_search_in_latent_space():
     result = generator.search(problem(data, model, rows))
     assert generator.state_dict()["systems"]
     assert (result.probabilities >= 0.5).all(-1).double().mean() >= 0.5
+
+
+def test_growing_spheres_returns_the_nearest_enemy_within_one_layer():
+    data = blobs(n_per_class=60)
+    model = trained("logistic", data)
+    rows = _negatives(data, 10)
+    generator = GrowingSpheresGenerator(n_samples=400, step=0.05)
+    result = generator.search(problem(data, model, rows))
+    assert result.converged.all()
+    assert (result.probabilities >= 0.5).all()
+    # For a linear model the nearest enemy lies on the boundary, |logit(x)| / ‖w·scale‖ away
+    # (z-score units); the answer lies beyond it but within one layer (feature selection only
+    # shortens it).
+    scale = FeatureSpace.from_data(data).scale
+    weight = model.nets.weights[0][0, :, 0].double()
+    logit = model.logits(torch.tensor(data.X[rows])[None])[0].double()
+    boundary = logit.abs() / (weight * scale).norm()
+    factual = torch.tensor(data.X[rows])[:, None, :]
+    distance = ((result.counterfactuals[0] - factual) / scale).norm(dim=-1)
+    assert (distance >= boundary[:, None] - 1e-6).all()
+    assert (distance <= boundary[:, None] + 0.05 + 1e-6).all()
+
+
+def test_growing_spheres_feature_selection_makes_changes_sparse():
+    data = blobs(n_per_class=60, d=4)
+    model = trained("logistic", data)
+    rows = _negatives(data, 10)
+    result = GrowingSpheresGenerator().search(problem(data, model, rows))
+    changed = (result.counterfactuals[0] != torch.tensor(data.X[rows])[:, None, :]).sum(-1)
+    # Sampled points move every feature; after selection most keep some features unchanged.
+    assert changed.double().mean() < 4

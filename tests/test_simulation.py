@@ -10,7 +10,7 @@ from conftest import blobs
 
 from recourse_sim.data.base import train_test_split
 from recourse_sim.errors import ConfigError
-from recourse_sim.generators import GenericGenerator, WachterGenerator
+from recourse_sim.generators import GenericGenerator, ReviseGenerator, WachterGenerator
 from recourse_sim.metrics.base import MetricResult
 from recourse_sim.models import MLP, LogisticRegression
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
@@ -27,7 +27,7 @@ class MeanShift:
         return MetricResult(float(np.linalg.norm(shift)))
 
 
-def make_simulation(recorder=None, seed=0, **config):
+def make_simulation(recorder=None, seed=0, generators=None, **config):
     data = blobs(n_per_class=50, std=0.4, seed=3)
     train, test = train_test_split(data, 0.2, np.random.default_rng(0))
     settings = {
@@ -136,11 +136,17 @@ def test_same_seed_same_results_and_different_seed_differs(tmp_path):
     assert runs[0] != runs[2]
 
 
-def test_outputs_written_as_the_run_goes_and_resume_matches(tmp_path):
+@pytest.mark.parametrize("latent", [False, True], ids=["feature-space", "latent-space"])
+def test_outputs_written_as_the_run_goes_and_resume_matches(tmp_path, latent):
+    def generators():
+        if not latent:
+            return None
+        return {"revise": ReviseGenerator(max_iter=20, vae={"epochs": 5, "retrain_epochs": 2})}
+
     full = tmp_path / "full"
-    make_simulation(Recorder(full), n_rounds=4).run()
+    make_simulation(Recorder(full), n_rounds=4, generators=generators()).run()
     partial = tmp_path / "partial"
-    sim = make_simulation(Recorder(partial), n_rounds=4)
+    sim = make_simulation(Recorder(partial), n_rounds=4, generators=generators())
     original = sim._evaluation_phase
 
     def crash(env, round_number):
@@ -153,7 +159,7 @@ def test_outputs_written_as_the_run_goes_and_resume_matches(tmp_path):
         sim.run()
     assert pd.read_csv(partial / "metrics.csv")["round"].max() == 2
     assert pd.read_csv(partial / "recourse.csv")["round"].max() == 3
-    make_simulation(Recorder(partial), n_rounds=4).run(resume=True)
+    make_simulation(Recorder(partial), n_rounds=4, generators=generators()).run(resume=True)
     for name in ("metrics.csv", "recourse.csv", "final_population.csv"):
         assert (partial / name).read_bytes() == (full / name).read_bytes(), name
 

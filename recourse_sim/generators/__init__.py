@@ -9,6 +9,7 @@ from recourse_sim.generators.generic import GenericGenerator
 from recourse_sim.generators.gradient import GradientGenerator
 from recourse_sim.generators.gravitational import GravitationalGenerator
 from recourse_sim.generators.greedy import GreedyGenerator
+from recourse_sim.generators.growing_spheres import GrowingSpheresGenerator
 from recourse_sim.generators.probe import ProbeGenerator
 from recourse_sim.generators.revise import ReviseGenerator
 from recourse_sim.generators.wachter import WachterGenerator
@@ -24,6 +25,7 @@ __all__ = [
     "GradientGenerator",
     "GravitationalGenerator",
     "GreedyGenerator",
+    "GrowingSpheresGenerator",
     "ProbeGenerator",
     "ReviseGenerator",
     "SearchProblem",

@@ -39,6 +39,7 @@ from recourse_sim.errors import ConfigError
 from recourse_sim.generators.base import FeatureSpace, Generator, SearchProblem
 from recourse_sim.metrics.base import EvaluationContext, Metric
 from recourse_sim.models.classifier import ClassifierSpec, StackedClassifier
+from recourse_sim.models.network import StackedNetworks
 from recourse_sim.simulation.config import SimulationConfig
 from recourse_sim.simulation.recorder import Recorder
 from recourse_sim.utils import RandomStreams, counter_rng
@@ -460,6 +461,7 @@ class RecourseSimulation:
             "recourse_count": self.recourse_count,
             "first_recourse": self.first_recourse,
             "last_recourse": self.last_recourse,
+            "generators": {name: g.state_dict() for name, g in self.generators.items()},
         }
 
     def _restore(self, state: dict) -> None:
@@ -472,8 +474,6 @@ class RecourseSimulation:
         for name, spec in self.models.items():
             n = len(self.systems[name])
             architecture = spec.architecture(self.train.n_features)
-            from recourse_sim.models.network import StackedNetworks
-
             self.initial[name] = StackedClassifier(
                 spec, StackedNetworks(architecture, spec.n_members, state["initial"][name]), 1
             )
@@ -487,6 +487,8 @@ class RecourseSimulation:
         self.recourse_count = state["recourse_count"]
         self.first_recourse = state["first_recourse"]
         self.last_recourse = state["last_recourse"]
+        for name, generator in self.generators.items():
+            generator.load_state_dict(state["generators"].get(name, {}))
         self.round = int(state["round"])
 
 

@@ -64,7 +64,7 @@ def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
 
 def load_data(cfg: DictConfig, streams: RandomStreams) -> tuple[Dataset, Dataset]:
     """Load the data set and split it (stratified) into training and test sets."""
-    node = cfg.data.copy()
+    node = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
     test_size = node.pop("test_size", 0.2)
     data = build(node, "data", rng=streams.numpy("data"))
     if not isinstance(data, Dataset):

@@ -60,12 +60,14 @@ def check_outputs(run_dir: Path, n_systems: int, n_rounds: int = 2) -> pd.DataFr
     return metrics
 
 
-@pytest.mark.parametrize("experiment", ["credit", "synthetic"])
-def test_every_experiment_runs(experiment, tmp_path):
+@pytest.mark.parametrize(
+    ("experiment", "grid"),
+    [("credit", 1 * 2), ("synthetic", 2 * 1), ("mitigation", 3 * 5)],  # models x generators
+)
+def test_every_experiment_runs(experiment, grid, tmp_path):
     result = cli(f"+experiment={experiment}", *TINY, run_dir=tmp_path)
     assert str(tmp_path) in result.stdout  # the output directory is printed at the end
-    n_systems = 2 * 2  # credit: 1 model x 2 generators; synthetic: 2 models x 1 generator
-    check_outputs(tmp_path, n_systems)
+    check_outputs(tmp_path, n_systems=grid * 2)  # x 2 repetitions
 
 
 @pytest.mark.parametrize(
@@ -232,3 +234,34 @@ def test_bad_data_names_the_column(csv_kwargs, overrides, expected, tmp_path):
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+GENERATORS = sorted(
+    p.stem for p in (Path(__file__).parents[1] / "configs/generator").glob("*.yaml")
+)
+
+
+def test_every_generator_runs_through_the_cli_sweep(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recourse_sim",
+            "-m",
+            "+experiment=synthetic",
+            f"generator={','.join(GENERATORS)}",
+            *TINY,
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == len(GENERATORS)
+    seen = set()
+    for job in jobs:
+        metrics = check_outputs(job, n_systems=2 * 2)
+        seen |= set(metrics.generator)
+    assert seen == set(GENERATORS)

@@ -1,27 +1,38 @@
-"""Domain shift: MMD between the initial and the current positive class.
+"""Domain shift: MMD between the initial and the current population.
 
-Altmeyer et al., SaTML 2023, §IV-B; reference code ``mmd_domain`` (AlgorithmicRecourseDynamics.jl
-v0.1.2): ``x`` = rows of the initial data (training and test) whose round-0 label is the target,
-``y`` = the system's current training rows whose *current* label is the target (original
-positives plus individuals moved and labelled positive). With ``target_only=False`` all rows of
-both sets are compared.
+Paper §IV-B ("domain shifts"); reference code ``mmd_domain`` (AlgorithmicRecourseDynamics.jl
+v0.1.2, ``src/evaluation/domain_shifts.jl``). With ``target_only`` (the reference's default),
+``x`` = rows of the initial data (training and test rows at round 0) whose round-0 label is the
+target class, and ``y`` = the system's current training rows whose *current* label is the target
+(original positives plus the individuals that were moved and labelled positive). The paper speaks
+of round-0 labels on both sides; the code, followed here, uses current labels for ``y``.
 """
 
 from __future__ import annotations
 
-from recourse_sim.errors import ConfigError, check_choice
+import math
+
+from recourse_sim.errors import check_choice
+from recourse_sim.metrics._checks import check_count, check_flag, check_length_scale
 from recourse_sim.metrics.base import EvaluationContext, MetricResult
-from recourse_sim.metrics.mmd import (
-    check_length_scale,
-    check_samples,
-    mmd2_linear,
-    mmd_permutation_test,
-    subsample,
-)
+from recourse_sim.metrics.mmd import mmd2_linear, mmd_permutation_test, subsample
 
 
 class DomainMMD:
-    """Squared MMD between initial and current data, with a permutation p-value."""
+    """Squared MMD between the initial and the current (target-class) data.
+
+    Args:
+        name: The metric's key in the configuration and in ``metrics.csv``.
+        target_only: Compare only target-class rows (round-0 labels on the initial side, current
+            labels on the current side); ``False`` compares all rows of both sets.
+        n_samples: Cap on each side's size: ``n = min(|x|, n_samples)`` and each side larger
+            than ``n`` is reduced to ``n`` random rows; ``None`` uses all rows.
+        length_scale: ℓ of the Gaussian kernel.
+        estimator: ``"unbiased"`` (the reference's quadratic-time estimator, with a
+            permutation p-value over ``context.n_permutations`` splits of the subsampled sets) or
+            ``"linear"`` (Gretton et al. 2012, Lemma 14; O(n), for very large populations; no
+            p-value).
+    """
 
     scope = "domain"
 
@@ -34,26 +45,32 @@ class DomainMMD:
         estimator: str = "unbiased",
     ):
         self.name = name
-        self.target_only = bool(target_only)
-        self.n_samples = check_samples(f"metrics.{name}.n_samples", n_samples)
+        self.target_only = check_flag(f"metrics.{name}.target_only", target_only)
+        self.n_samples = check_count(
+            f"metrics.{name}.n_samples", n_samples, minimum=2, optional=True
+        )
         self.length_scale = check_length_scale(f"metrics.{name}.length_scale", length_scale)
         check_choice(f"metrics.{name}.estimator", estimator, ("unbiased", "linear"))
         self.estimator = estimator
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """Compare the initial and current (positive) populations."""
+        """Compare the initial with the current population.
+
+        Returns NaN (and no p-value) when either side has fewer than two rows, where no unbiased
+        estimate exists; a simulation in that state is reported rather than aborted.
+        """
         x, y = context.reference_X, context.train_X
         if self.target_only:
             x = x[context.reference_y == context.target]
             y = y[context.train_y == context.target]
         if len(x) < 2 or len(y) < 2:
-            raise ConfigError(
-                f"metrics.{self.name}",
-                "too few rows",
-                "at least two target-class rows on each side",
-            )
+            return MetricResult(math.nan)
         x, y = subsample(x, y, self.n_samples, context.rng)
         if self.estimator == "linear":
+            # The estimator pairs consecutive rows, so the rows must be in random order; the
+            # current training set is ordered (moved individuals sit at their original slots).
+            x = x[context.rng.permutation(len(x))]
+            y = y[context.rng.permutation(len(y))]
             return MetricResult(mmd2_linear(x, y, self.length_scale))
         value, p_value = mmd_permutation_test(
             x, y, context.n_permutations, context.rng, self.length_scale

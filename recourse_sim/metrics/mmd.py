@@ -1,75 +1,169 @@
-"""Maximum mean discrepancy with a Gaussian kernel, its permutation test and subsampling.
+"""Maximum mean discrepancy with a Gaussian kernel: estimators, subsampling, permutation test.
 
-The reference study (Altmeyer et al., SaTML 2023, Eq. 5; AlgorithmicRecourseDynamics.jl v0.1.2)
-measures shift with the unbiased estimator of the squared MMD (Gretton et al., JMLR 2012, Eq. 3),
-``k(x, y) = exp(−‖x − y‖² / (2ℓ²))`` with length-scale ℓ = 0.5 on raw inputs, each sample reduced
-independently to at most ``n_samples`` random rows, and a permutation p-value
-``#{null ≥ observed} / P``. The estimator is unbiased and so can be negative.
+Definitions of the reference study (Altmeyer et al., SaTML 2023, §IV-B and Eq. 5;
+AlgorithmicRecourseDynamics.jl v0.1.2, ``src/evaluation/mmd.jl``):
 
-The permutation test computes the pooled kernel matrix once; the statistic of every permutation
-is then a pair of quadratic forms in indicator vectors, evaluated for a chunk of permutations at a
-time with one matrix product, so memory stays bounded whatever the number of permutations.
+* kernel ``k(x, y) = exp(−‖x − y‖² / (2ℓ²))`` on raw inputs, ℓ = 0.5 (KernelFunctions'
+  ``with_lengthscale(GaussianKernel(), 0.5)``, i.e. ``exp(−2‖x − y‖²)``);
+* the unbiased estimator of the squared MMD (Gretton et al., JMLR 2012, Eq. 3), which can be
+  negative and is not clipped;
+* subsampling: ``n = min(len(x), n_samples)``, and each sample independently reduced to ``n``
+  random rows (without replacement) when it has more;
+* permutation p-value ``#{null ≥ observed} / P`` over ``P`` random splits of the pooled sample
+  (no +1 correction).
+
+The linear-time estimator is Gretton et al. 2012, Lemma 14.
+
+The permutation test never builds a permuted sample: the statistic of a split is a set of block
+sums of the pooled kernel matrix, and for a 0/1 assignment vector ``a`` of the ``x`` side the
+``x``-block sum is the quadratic form ``aᵀKa``. A chunk of permutations is one matrix product
+``A @ K``, so the kernel is computed once and memory is bounded by :data:`KERNEL_BYTES` and
+:data:`CHUNK_BYTES` whatever ``P`` and the sample sizes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
-from recourse_sim.errors import ConfigError
+#: Memory for the pooled kernel matrix (bytes). Up to about 5,800 pooled points the whole matrix
+#: fits and is computed once; larger samples are processed in column blocks, each computed once.
+KERNEL_BYTES = 256 * 2**20
 
-#: Temporary memory one chunk of permutations may use (bytes).
+#: Memory for the temporaries of one chunk of permutations (bytes).
 CHUNK_BYTES = 64 * 2**20
 
 
-def _as_points(x: np.ndarray) -> np.ndarray:
+def _as_points(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    return x[:, None] if x.ndim == 1 else x
+    if x.ndim == 1:
+        return x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 1-D (one feature) or 2-D (rows = points), not {x.shape}")
+    return x
+
+
+def _as_samples(x: np.ndarray, y: np.ndarray, minimum: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _as_points(x, "x"), _as_points(y, "y")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} features but y has {y.shape[1]}")
+    if len(x) < minimum or len(y) < minimum:
+        raise ValueError(
+            f"this MMD estimate needs at least {minimum} points in each sample, "
+            f"got {len(x)} and {len(y)}"
+        )
+    return x, y
 
 
 def gaussian_kernel(x: np.ndarray, y: np.ndarray, length_scale: float = 0.5) -> np.ndarray:
-    """Kernel matrix ``exp(−‖x_i − y_j‖² / (2ℓ²))`` between the rows of ``x`` and ``y``."""
-    x, y = _as_points(x), _as_points(y)
-    sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
-    return np.exp(-np.maximum(sq, 0.0) / (2.0 * length_scale**2))
+    """Kernel matrix between the points of two samples.
+
+    Args:
+        x: ``(m, d)`` points, or ``(m,)`` values of a single feature.
+        y: ``(n, d)`` points, or ``(n,)`` values.
+        length_scale: ℓ in ``exp(−‖x − y‖² / (2ℓ²))``.
+
+    Returns:
+        The ``(m, n)`` matrix ``k(x_i, y_j)``.
+    """
+    x, y = _as_samples(x, y, minimum=0)
+    # Centring limits the cancellation in ‖x‖² + ‖y‖² − 2x·y for points far from the origin.
+    centre = x.mean(0) if len(x) else 0.0
+    x, y = x - centre, y - centre
+    sq = x @ y.T
+    sq *= -2.0
+    sq += (x * x).sum(1)[:, None]
+    sq += (y * y).sum(1)[None, :]
+    np.maximum(sq, 0.0, out=sq)
+    sq *= -0.5 / length_scale**2
+    return np.exp(sq, out=sq)
 
 
-def _unbiased_from_blocks(sum_xx, sum_yy, sum_xy, m: int, n: int, trace_x, trace_y):
-    return (
-        (sum_xx - trace_x) / (m * (m - 1))
-        + (sum_yy - trace_y) / (n * (n - 1))
-        - 2.0 * sum_xy / (m * n)
-    )
+def _kernel_blocks(
+    z: np.ndarray, length_scale: float, width: int
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield ``(columns, K[:, columns])`` of the pooled kernel matrix, ``width`` columns each."""
+    z = z - z.mean(0)
+    norms = (z * z).sum(1)
+    for start in range(0, len(z), width):
+        cols = slice(start, min(start + width, len(z)))
+        sq = z @ z[cols].T
+        sq *= -2.0
+        sq += norms[:, None]
+        sq += norms[None, cols]
+        np.maximum(sq, 0.0, out=sq)
+        # A point's distance to itself is exactly 0, so the traces are exactly m and n; rounding
+        # in the expansion above would otherwise leak into the diagonal correction.
+        rows = np.arange(cols.start, cols.stop)
+        sq[rows, rows - cols.start] = 0.0
+        sq *= -0.5 / length_scale**2
+        yield cols, np.exp(sq, out=sq)
+        del sq  # so that only one block is alive while the next one is computed
+
+
+def _block_width(total: int) -> int:
+    return int(max(1, min(total, KERNEL_BYTES // (8 * total))))
+
+
+def _chunk_size(total: int, width: int) -> int:
+    # Per permutation: its index row (int64), its assignment row and its row of A @ K_block.
+    return int(max(1, CHUNK_BYTES // (8 * (2 * total + width))))
+
+
+def _split_sums(block: np.ndarray, cols: slice, m: int) -> np.ndarray:
+    """``(Σ K_xx, Σ K_yy, Σ K_xy)`` over one column block, the first ``m`` rows being ``x``."""
+    from_x, from_y = block[:m].sum(0), block[m:].sum(0)
+    k = int(np.clip(m - cols.start, 0, block.shape[1]))  # block columns that belong to x
+    return np.array([from_x[:k].sum(), from_y[k:].sum(), from_x[k:].sum()])
+
+
+def _mmd2_from_sums(sum_xx, sum_yy, sum_xy, m: int, n: int):
+    # The kernel's diagonal is exactly one, so tr K_xx = m and tr K_yy = n.
+    return (sum_xx - m) / (m * (m - 1)) + (sum_yy - n) / (n * (n - 1)) - 2.0 * sum_xy / (m * n)
 
 
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray, length_scale: float = 0.5) -> float:
-    """Unbiased estimate of the squared MMD between samples ``x`` and ``y`` (rows = points)."""
-    x, y = _as_points(x), _as_points(y)
-    m, n = len(x), len(y)
-    if m < 2 or n < 2:
-        raise ValueError("the unbiased MMD needs at least two points in each sample")
-    kxx = gaussian_kernel(x, x, length_scale)
-    kyy = gaussian_kernel(y, y, length_scale)
-    kxy = gaussian_kernel(x, y, length_scale)
-    value = _unbiased_from_blocks(
-        kxx.sum(), kyy.sum(), kxy.sum(), m, n, np.trace(kxx), np.trace(kyy)
-    )
-    return float(value)
+    """Unbiased estimate of the squared MMD (Gretton et al. 2012, Eq. 3; paper Eq. 5).
+
+    ``(ΣK_xx − tr K_xx)/(m² − m) + (ΣK_yy − tr K_yy)/(n² − n) − 2ΣK_xy/(mn)``; it can be negative.
+
+    Args:
+        x: ``(m, d)`` points (or ``(m,)`` values of one feature), ``m >= 2``.
+        y: ``(n, d)`` points (or ``(n,)`` values), ``n >= 2``.
+        length_scale: ℓ of the Gaussian kernel.
+
+    Returns:
+        The estimate as a float.
+    """
+    value, _ = mmd_permutation_test(x, y, 0, None, length_scale)
+    return value
 
 
 def mmd2_linear(x: np.ndarray, y: np.ndarray, length_scale: float = 0.5) -> float:
     """Linear-time unbiased estimate of the squared MMD (Gretton et al. 2012, Lemma 14).
 
-    Averages ``h = k(x₁,x₂) + k(y₁,y₂) − k(x₁,y₂) − k(x₂,y₁)`` over disjoint consecutive pairs, so
-    it needs O(n) memory and time; use it for very large populations.
-    """
-    x, y = _as_points(x), _as_points(y)
-    n = min(len(x), len(y)) // 2 * 2
-    if n < 2:
-        raise ValueError("the linear MMD needs at least two points in each sample")
-    x1, x2, y1, y2 = x[0:n:2], x[1:n:2], y[0:n:2], y[1:n:2]
+    The mean over disjoint consecutive pairs ``i`` of
+    ``k(x₂ᵢ₋₁, x₂ᵢ) + k(y₂ᵢ₋₁, y₂ᵢ) − k(x₂ᵢ₋₁, y₂ᵢ) − k(x₂ᵢ, y₂ᵢ₋₁)``, using the first
+    ``2⌊min(m, n)/2⌋`` rows of each sample: O(n) time and memory, for very large populations, at
+    the price of a much larger variance than :func:`mmd2_unbiased`. Pairs are taken in row order,
+    so rows must be in random order (shuffle them first if they are not).
 
-    def k(a, b):
-        return np.exp(-((a - b) ** 2).sum(1) / (2.0 * length_scale**2))
+    Args:
+        x: ``(m, d)`` points (or ``(m,)`` values), ``m >= 2``.
+        y: ``(n, d)`` points (or ``(n,)`` values), ``n >= 2``.
+        length_scale: ℓ of the Gaussian kernel.
+
+    Returns:
+        The estimate as a float.
+    """
+    x, y = _as_samples(x, y, minimum=2)
+    n = min(len(x), len(y)) // 2 * 2
+    x1, x2, y1, y2 = x[0:n:2], x[1:n:2], y[0:n:2], y[1:n:2]
+    scale = -0.5 / length_scale**2
+
+    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.exp(scale * ((a - b) ** 2).sum(1))
 
     return float(np.mean(k(x1, x2) + k(y1, y2) - k(x1, y2) - k(x2, y1)))
 
@@ -77,85 +171,118 @@ def mmd2_linear(x: np.ndarray, y: np.ndarray, length_scale: float = 0.5) -> floa
 def subsample(
     x: np.ndarray, y: np.ndarray, n_samples: int | None, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce ``x`` and ``y`` independently to ``min(len(x), n_samples)`` random rows each.
+    """Reduce two samples independently to ``min(len(x), n_samples)`` random rows each.
 
-    The reference's rule: a sample with no more rows than that is kept whole; ``None`` disables
-    subsampling.
+    The reference's rule (``mmd(x, y, n)``): a sample with no more rows than that is kept whole
+    and in order; larger ones lose rows at random, without replacement.
+
+    Args:
+        x: The first sample (rows = points).
+        y: The second sample.
+        n_samples: The cap on the sample size; ``None`` keeps both samples whole.
+        rng: The source of the random rows.
+
+    Returns:
+        The (possibly) reduced ``x`` and ``y``.
     """
     if n_samples is None:
         return x, y
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1 or None, got {n_samples}")
     n = min(len(x), int(n_samples))
     if len(x) > n:
-        x = x[np.sort(rng.choice(len(x), size=n, replace=False))]
+        x = x[rng.choice(len(x), size=n, replace=False)]
     if len(y) > n:
-        y = y[np.sort(rng.choice(len(y), size=n, replace=False))]
+        y = y[rng.choice(len(y), size=n, replace=False)]
     return x, y
 
 
-def permutations(n_total: int, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
-    """The random permutations of the pooled sample used by the test, ``(P, n_total)``."""
-    return np.argsort(rng.random((n_permutations, n_total)), axis=1)
+def permutation_chunks(
+    n_total: int, n_permutations: int, rng: np.random.Generator, chunk_size: int
+) -> Iterator[np.ndarray]:
+    """The random permutations of the permutation test, in chunks.
+
+    Permutation ``p`` splits the pooled sample into its rows ``perm[p, :m]`` (the ``x`` side) and
+    the rest. The draws form one sequence, whatever ``chunk_size``: concatenating the chunks
+    gives the same permutations for any chunk size (so p-values do not depend on memory limits).
+
+    Args:
+        n_total: Rows of the pooled sample.
+        n_permutations: How many permutations to draw.
+        rng: The source of the permutations.
+        chunk_size: Permutations per chunk (the last chunk may be shorter).
+
+    Yields:
+        ``(c, n_total)`` integer arrays, each row a permutation of ``range(n_total)``.
+    """
+    identity = np.broadcast_to(np.arange(n_total), (chunk_size, n_total))
+    for start in range(0, n_permutations, chunk_size):
+        yield rng.permuted(identity[: min(chunk_size, n_permutations - start)], axis=1)
 
 
 def mmd_permutation_test(
     x: np.ndarray,
     y: np.ndarray,
     n_permutations: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None,
     length_scale: float = 0.5,
+    chunk_size: int | None = None,
 ) -> tuple[float, float | None]:
-    """Squared MMD and its permutation p-value, ``#{null ≥ observed} / P`` (None if P = 0)."""
-    x, y = _as_points(x), _as_points(y)
+    """Unbiased squared MMD and its permutation p-value.
+
+    The null distribution is the estimate over ``n_permutations`` random splits of the pooled
+    sample into ``len(x)`` and ``len(y)`` rows (drawn by :func:`permutation_chunks`); the p-value
+    is the share of them at least as large as the observed estimate.
+
+    Args:
+        x: ``(m, d)`` points (or ``(m,)`` values of one feature), ``m >= 2``.
+        y: ``(n, d)`` points (or ``(n,)`` values), ``n >= 2``.
+        n_permutations: ``P``; 0 computes the estimate only.
+        rng: The source of the permutations (unused when ``P = 0``).
+        length_scale: ℓ of the Gaussian kernel.
+        chunk_size: Permutations evaluated per matrix product; by default as many as fit in
+            :data:`CHUNK_BYTES`. It changes memory and speed, never the result.
+
+    Returns:
+        ``(mmd², p_value)``, with ``p_value`` None when ``P = 0``.
+    """
+    x, y = _as_samples(x, y, minimum=2)
+    if n_permutations < 0:
+        raise ValueError(f"n_permutations must be >= 0, got {n_permutations}")
     m, n = len(x), len(y)
-    pooled = np.vstack([x, y])
-    kernel = gaussian_kernel(pooled, pooled, length_scale)
     total = m + n
-    trace = np.diag(kernel)
-    observed = _unbiased_from_blocks(
-        kernel[:m, :m].sum(),
-        kernel[m:, m:].sum(),
-        kernel[:m, m:].sum(),
-        m,
-        n,
-        trace[:m].sum(),
-        trace[m:].sum(),
-    )
-    if n_permutations == 0:
-        return float(observed), None
-    order = permutations(total, n_permutations, rng)
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(total)[None, :].repeat(len(order), 0), axis=1)
-    # After permuting, the first m positions are "x": point i is in x iff its rank is < m.
-    kernel_sum = kernel.sum()
-    trace_sum = trace.sum()
-    chunk = max(1, CHUNK_BYTES // (8 * total * 2))
-    null = np.empty(n_permutations)
-    for start in range(0, n_permutations, chunk):
-        a = (ranks[start : start + chunk] < m).astype(np.float64)  # (p, total) indicators
-        ka = a @ kernel  # (p, total)
-        sum_xx = (ka * a).sum(1)
-        row_x = ka.sum(1)  # Σ_{i∈x} Σ_j K_ij = ΣKxx + ΣKxy
-        sum_xy = row_x - sum_xx
-        sum_yy = kernel_sum - sum_xx - 2.0 * sum_xy
-        trace_x = a @ trace
-        null[start : start + chunk] = _unbiased_from_blocks(
-            sum_xx, sum_yy, sum_xy, m, n, trace_x, trace_sum - trace_x
-        )
-    p_value = float(np.mean(null >= observed))
-    return float(observed), p_value
+    width = _block_width(total)
+    if chunk_size is None:
+        chunk_size = _chunk_size(total, width)
+    elif chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
+    observed = np.zeros(3)
+    kernel_sum = 0.0
+    null_xx = np.zeros(n_permutations)  # Σ_{i,j ∈ x side} K_ij per permutation
+    null_x_rows = np.zeros(n_permutations)  # Σ_{i ∈ x side} Σ_j K_ij per permutation
+    state = rng.bit_generator.state if n_permutations else None
+    for cols, block in _kernel_blocks(np.vstack([x, y]), length_scale, width):
+        observed += _split_sums(block, cols, m)
+        kernel_sum += block.sum()
+        if n_permutations:
+            # Every column block needs the same permutations: replay the draws, don't keep them.
+            rng.bit_generator.state = state
+            start = 0
+            for perms in permutation_chunks(total, n_permutations, rng, chunk_size):
+                stop = start + len(perms)
+                assign = np.zeros(perms.shape)
+                np.put_along_axis(assign, perms[:, :m], 1.0, axis=1)
+                weighted = assign @ block  # Σ_{i ∈ x side} K_ij for the block's columns j
+                null_x_rows[start:stop] += weighted.sum(1)
+                null_xx[start:stop] += np.einsum("pj,pj->p", weighted, assign[:, cols])
+                start = stop
+        del block
 
-def check_samples(key: str, n_samples: int | None) -> int | None:
-    """Validate an ``n_samples`` setting (``None`` = no subsampling)."""
-    if n_samples is None:
-        return None
-    if isinstance(n_samples, bool) or int(n_samples) < 2:
-        raise ConfigError(key, n_samples, "an integer >= 2, or null for no subsampling")
-    return int(n_samples)
-
-
-def check_length_scale(key: str, length_scale: float) -> float:
-    """Validate a kernel length-scale."""
-    if not float(length_scale) > 0:
-        raise ConfigError(key, length_scale, "a positive number")
-    return float(length_scale)
+    value = float(_mmd2_from_sums(*observed, m, n))
+    if not n_permutations:
+        return value, None
+    null_xy = null_x_rows - null_xx
+    null_yy = kernel_sum - null_xx - 2.0 * null_xy
+    null = _mmd2_from_sums(null_xx, null_yy, null_xy, m, n)
+    return value, float(np.mean(null >= value))

@@ -1,42 +1,63 @@
 """Model shift: how far the current classifier has moved from the initial one.
 
-Definitions of the reference code (AlgorithmicRecourseDynamics.jl v0.1.2, reference-semantics §2),
-with the paper's formulas (Altmeyer et al., SaTML 2023, §IV-B) as ``form="paper"``. All compare
-the current model with the *initial* model on the initial data (training and test rows at their
-round-0 positions).
+Paper §IV-B ("model shifts"); reference code ``src/evaluation/model_shifts.jl`` of
+AlgorithmicRecourseDynamics.jl v0.1.2. Every metric compares the current model with the
+*initial* (round-0) model, on the initial data (training and test rows at their round-0
+positions). Where the paper's formula and the reference code differ (decisiveness,
+perturbation), ``form="code"`` (the default, which produced the published figures) and
+``form="paper"`` select one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from recourse_sim.errors import check_choice
+from recourse_sim.metrics._checks import check_count, check_form, check_length_scale
 from recourse_sim.metrics.base import EvaluationContext, MetricResult
-from recourse_sim.metrics.mmd import (
-    check_length_scale,
-    check_samples,
-    mmd_permutation_test,
-    subsample,
-)
+from recourse_sim.metrics.mmd import mmd_permutation_test, subsample
 
 
-def predicted_labels(probabilities: np.ndarray) -> np.ndarray:
-    """Hard labels at threshold 0.5; a tie goes to class 0 (argmax of ``[1 − p, p]``)."""
-    return (np.asarray(probabilities) > 0.5).astype(np.int64)
+def predicted_labels(probabilities: np.ndarray, tie: int = 0) -> np.ndarray:
+    """Hard labels at threshold 0.5.
+
+    Args:
+        probabilities: Positive-class probabilities.
+        tie: The label of a probability of exactly 0.5.
+
+    Returns:
+        Integer labels, 1 above 0.5 and 0 below.
+    """
+    p = np.asarray(probabilities)
+    return np.where(p == 0.5, tie, p > 0.5).astype(np.int64)
 
 
 class ModelMMD:
-    """PP-MMD on samples: squared MMD between the two models' probabilities on the data."""
+    """PP-MMD on samples: squared MMD between the two models' predicted probabilities.
+
+    The reference's ``mmd_model``: the probabilities of the initial and of the current model on
+    the initial data, each subsampled independently to ``n_samples``, compared as 1-D samples
+    with the Gaussian kernel; p-value by permutation (``context.n_permutations``).
+
+    Args:
+        name: The metric's key in the configuration and in ``metrics.csv``.
+        n_samples: Cap on each side's size (see :func:`~recourse_sim.metrics.mmd.subsample`);
+            ``None`` uses all points.
+        length_scale: ℓ of the Gaussian kernel.
+    """
 
     scope = "model"
 
-    def __init__(self, name: str = "mmd_model", n_samples: int | None = 1000, length_scale=0.5):
+    def __init__(
+        self, name: str = "mmd_model", n_samples: int | None = 1000, length_scale: float = 0.5
+    ):
         self.name = name
-        self.n_samples = check_samples(f"metrics.{name}.n_samples", n_samples)
+        self.n_samples = check_count(
+            f"metrics.{name}.n_samples", n_samples, minimum=2, optional=True
+        )
         self.length_scale = check_length_scale(f"metrics.{name}.length_scale", length_scale)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """MMD² of the 1-D probability samples, each subsampled independently."""
+        """MMD² of the two probability samples, with its p-value."""
         p0, pt = subsample(
             context.reference_proba_initial,
             context.reference_proba_current,
@@ -52,8 +73,16 @@ class ModelMMD:
 class ModelMMDGrid:
     """PP-MMD over random lattice points spanning the data (the paper's "mesh grid").
 
-    ``n_points`` points, each coordinate drawn uniformly from ``grid_size`` evenly spaced values
-    between that feature's minimum and maximum over the initial data.
+    The reference's ``mmd_model(...; grid_search=true)``: ``n_points`` points whose coordinates
+    are drawn independently and uniformly from ``linspace(min_j, max_j, grid_size)`` of each
+    feature ``j`` over the initial data (random points of a ``grid_size^d`` lattice over its
+    bounding box); the two models' probabilities there are compared as in :class:`ModelMMD`.
+
+    Args:
+        name: The metric's key in the configuration and in ``metrics.csv``.
+        n_points: Lattice points drawn per evaluation.
+        grid_size: Lattice values per feature.
+        length_scale: ℓ of the Gaussian kernel.
     """
 
     scope = "model"
@@ -66,18 +95,19 @@ class ModelMMDGrid:
         length_scale: float = 0.5,
     ):
         self.name = name
-        self.n_points = check_samples(f"metrics.{name}.n_points", n_points)
-        self.grid_size = check_samples(f"metrics.{name}.grid_size", grid_size)
+        self.n_points = check_count(f"metrics.{name}.n_points", n_points, minimum=2)
+        self.grid_size = check_count(f"metrics.{name}.grid_size", grid_size, minimum=2)
         self.length_scale = check_length_scale(f"metrics.{name}.length_scale", length_scale)
 
     def grid(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Random points of the ``grid_size``^d lattice over the bounding box of ``X``."""
-        low, high = X.min(0), X.max(0)
+        """Draw ``n_points`` random points of the lattice over the bounding box of ``X``."""
+        X = np.asarray(X, dtype=np.float64)
+        lattice = np.linspace(X.min(0), X.max(0), self.grid_size)  # (grid_size, d)
         steps = rng.integers(0, self.grid_size, size=(self.n_points, X.shape[1]))
-        return low + steps / (self.grid_size - 1) * (high - low)
+        return np.take_along_axis(lattice, steps, axis=0)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """MMD² of the two models' probabilities on the lattice points."""
+        """MMD² of the two models' probabilities on fresh lattice points, with its p-value."""
         points = self.grid(context.reference_X, context.rng)
         value, p_value = mmd_permutation_test(
             context.proba_initial(points),
@@ -90,7 +120,16 @@ class ModelMMDGrid:
 
 
 class Disagreement:
-    """Share of initial-data points on which the two models' hard labels differ (Hanneke 2007)."""
+    """Share of initial-data points on which the two models' hard labels differ.
+
+    The disagreement pseudo-distance ``Pr(h₀(x) ≠ hₜ(x))`` (Hanneke 2007; paper §IV-B), with
+    labels at threshold 0.5. The reference code takes the labels as ``argmax([p, 1 − p])``, so a
+    probability of exactly 0.5 gets the same label as one above 0.5; this is followed here (the
+    F1 metric's ``argmax([1 − p, p])`` sends such a tie to class 0 instead).
+
+    Args:
+        name: The metric's key in the configuration and in ``metrics.csv``.
+    """
 
     scope = "model"
 
@@ -98,30 +137,36 @@ class Disagreement:
         self.name = name
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """``mean(label₀(x) ≠ labelₜ(x))`` over the initial data."""
-        initial = predicted_labels(context.reference_proba_initial)
-        current = predicted_labels(context.reference_proba_current)
+        """``mean(h₀(x) ≠ hₜ(x))`` over the initial data."""
+        initial = predicted_labels(context.reference_proba_initial, tie=1)
+        current = predicted_labels(context.reference_proba_current, tie=1)
         return MetricResult(float(np.mean(initial != current)))
 
 
 class Decisiveness:
-    """Change of the models' confidence on the initial data.
+    """Change in how confidently the model classifies the initial data.
 
-    ``form="code"`` (default, reference code): ``| ‖p₀ − 0.5‖₂ − ‖pₜ − 0.5‖₂ |`` over all N points,
-    unsigned and not divided by N. ``form="paper"``: the paper defines a model's decisiveness as
-    ``(1/N)·Σ (p(x) − 0.5)²``; reported as current minus initial, so a positive value means the
-    classifier became more decisive.
+    ``form="code"`` (reference code ``decisiveness``): ``| ‖p₀ − 0.5‖₂ − ‖pₜ − 0.5‖₂ |`` with the
+    norms over all N initial-data points, unsigned and not divided by N.
+
+    ``form="paper"``: the paper defines the decisiveness of *one* model as
+    ``(1/N) Σᵢ (p(xᵢ) − 0.5)²``; as a shift metric this reports the current model's value minus
+    the initial model's, so a positive value means the model has become more decisive (the
+    paper's finding) and 0 means no change.
+
+    Args:
+        name: The metric's key in the configuration and in ``metrics.csv``.
+        form: ``"code"`` or ``"paper"``.
     """
 
     scope = "model"
 
     def __init__(self, name: str = "decisiveness", form: str = "code"):
         self.name = name
-        check_choice(f"metrics.{name}.form", form, ("code", "paper"))
-        self.form = form
+        self.form = check_form(f"metrics.{name}.form", form)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """Decisiveness in the configured form."""
+        """Decisiveness change in the configured form."""
         d0 = context.reference_proba_initial - 0.5
         dt = context.reference_proba_current - 0.5
         if self.form == "code":
@@ -130,28 +175,41 @@ class Decisiveness:
 
 
 class Perturbation:
-    """Parameter change of the current model relative to the initial one.
+    """Distance of the current model's parameters from the initial model's.
 
-    ``form="code"`` (default): mean over parameter tensors ℓ of ``‖θₜ^ℓ − θ₀^ℓ‖₂ / numel(θ^ℓ)``
-    (all ensemble members' tensors pooled). ``form="paper"``: the squared Euclidean distance
-    ``‖θₜ − θ₀‖²`` of all parameters; cumulative against round 0 (the paper's ROAR-style
-    definition compares consecutive models, which the simulation's "current versus initial" rule
-    replaces).
+    ``form="code"`` (reference code ``perturbation``): the mean over parameter tensors ℓ (each
+    weight matrix and bias vector; an ensemble's members pooled) of
+    ``‖θₜ^ℓ − θ₀^ℓ‖₂ / numel(θ^ℓ)``.
+
+    ``form="paper"``: the squared Euclidean distance ``‖θₜ − θ₀‖²`` of all parameters
+    concatenated. The paper (after ROAR) compares the models before and after one retraining;
+    like every metric here this compares with round 0, so the value is cumulative.
+
+    Args:
+        name: The metric's key in the configuration and in ``metrics.csv``.
+        form: ``"code"`` or ``"paper"``.
     """
 
     scope = "model"
 
     def __init__(self, name: str = "perturbation", form: str = "code"):
         self.name = name
-        check_choice(f"metrics.{name}.form", form, ("code", "paper"))
-        self.form = form
+        self.form = check_form(f"metrics.{name}.form", form)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """Perturbation in the configured form."""
-        diffs = [
-            np.asarray(t, np.float64) - np.asarray(i, np.float64)
-            for i, t in zip(context.params_initial, context.params_current, strict=True)
-        ]
+        """Parameter change in the configured form."""
+        initial, current = context.params_initial, context.params_current
+        if not initial or len(initial) != len(current):
+            raise ValueError(
+                f"perturbation needs the same non-zero number of parameter tensors for both "
+                f"models, got {len(initial)} and {len(current)}"
+            )
+        diffs = []
+        for before, after in zip(initial, current, strict=True):
+            before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
+            if before.shape != after.shape:
+                raise ValueError(f"parameter shapes differ: {before.shape} and {after.shape}")
+            diffs.append((after - before).ravel())
         if self.form == "code":
             return MetricResult(float(np.mean([np.linalg.norm(d) / d.size for d in diffs])))
-        return MetricResult(float(sum((d**2).sum() for d in diffs)))
+        return MetricResult(float(sum(d @ d for d in diffs)))

@@ -1,9 +1,15 @@
-"""Performance change: macro F1 on the untouched test set, current minus initial.
+"""Performance change: macro F1 on the untouched test set, current model minus initial model.
 
-Reference code ``model_performance`` (MLJBase ``MulticlassFScore``: β = 1, macro average over the
-classes {0, 1}); hard labels at 0.5 with ties to class 0. The F1 of a class that is neither
-predicted nor present is taken as 0 (there is nothing to have got right), so a classifier that
-predicts a single class scores at most 0.5 on balanced data.
+Reference code ``fscore`` (AlgorithmicRecourseDynamics.jl v0.1.2,
+``src/evaluation/model_shifts.jl``): MLJBase ``MulticlassFScore()``, i.e. β = 1 and the
+unweighted mean of the per-class scores over the classes {0, 1}, with hard labels
+``argmax([1 − p, p])`` (a probability of exactly 0.5 is class 0).
+
+A class's score is ``2TP / (2TP + FP + FN)``. When that is 0/0 (the class is neither predicted
+nor present in the test set) MLJBase's macro average counts it as 0, and so does this module: a
+model that predicts one class on a test set holding only that class scores 0.5, not 1. On the
+usual test set, which holds both classes, the case cannot arise; a model that predicts a single
+class there scores 0 for the other class because it has no true positives.
 """
 
 from __future__ import annotations
@@ -15,7 +21,16 @@ from recourse_sim.metrics.model import predicted_labels
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Unweighted mean of the F1 scores of classes 0 and 1."""
+    """Unweighted mean of the F1 scores of classes 0 and 1 (0/0 counts as 0).
+
+    Args:
+        y_true: True labels in {0, 1}.
+        y_pred: Predicted labels in {0, 1}.
+
+    Returns:
+        The macro F1 score in [0, 1].
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     scores = []
     for label in (0, 1):
         tp = np.sum((y_pred == label) & (y_true == label))
@@ -27,7 +42,13 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 class F1Change:
-    """Macro F1 of the current model minus that of the initial model, on the test set."""
+    """Macro F1 of the current model minus that of the initial model, on the test set.
+
+    Negative values mean the model got worse (−0.1 = ten percentage points).
+
+    Args:
+        name: The metric's key in the configuration and in ``metrics.csv``.
+    """
 
     scope = "model"
 
@@ -35,7 +56,8 @@ class F1Change:
         self.name = name
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """``F1(current) − F1(initial)``; negative means the model got worse."""
-        initial = macro_f1(context.test_y, predicted_labels(context.proba_initial(context.test_X)))
-        current = macro_f1(context.test_y, predicted_labels(context.proba_current(context.test_X)))
+        """``F1(current) − F1(initial)``."""
+        y, X = context.test_y, context.test_X
+        initial = macro_f1(y, predicted_labels(context.proba_initial(X)))
+        current = macro_f1(y, predicted_labels(context.proba_current(X)))
         return MetricResult(current - initial)

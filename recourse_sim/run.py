@@ -124,5 +124,15 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
         progress=bool(cfg.get("progress", True)),
     )
     simulation.run(resume=bool(cfg.get("resume", False)))
+    report = cfg.get("report")
+    if report is not None and report.enabled:
+        from recourse_sim.report import build_run_report
+
+        try:
+            build_run_report(output_dir, figures=bool(report.figures))
+        except Exception:  # a report must never cost a run its results
+            log.exception(
+                "report failed; rebuild with: python -m recourse_sim.report %s", output_dir
+            )
     print(f"recourse_sim: results written to {output_dir.resolve()}")
     return simulation

@@ -1,0 +1,50 @@
+"""Shift reports: HTML and Markdown summaries of a run or a sweep, rebuilt from its files.
+
+``build_run_report(run_dir)`` writes ``report.html`` and ``report.md`` into a run directory;
+``build_sweep_report(sweep_dir)`` writes ``summary.csv`` and ``shift_report.html`` comparing the
+jobs of a hydra multirun; ``build_report(path)`` picks the right one. From the shell:
+``python -m recourse_sim.report PATH [PATH...]``.
+
+The heavy imports (pandas, matplotlib, seaborn) happen on the first call, so importing this
+package (as hydra does for the sweep callback) stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ReportError", "build_report", "build_run_report", "build_sweep_report"]
+
+
+class ReportError(Exception):
+    """A directory that cannot be reported on (neither a run nor a sweep, or empty)."""
+
+
+def build_run_report(run_dir: str | Path, figures: bool = True) -> Path:
+    """Write ``report.html`` and ``report.md`` of a run directory; returns the HTML path.
+
+    See :func:`recourse_sim.report.build.build_run_report`.
+    """
+    from recourse_sim.report.build import build_run_report as build
+
+    return build(run_dir, figures)
+
+
+def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool = False) -> Path:
+    """Write ``summary.csv`` and ``shift_report.html`` of a sweep; returns the HTML path.
+
+    See :func:`recourse_sim.report.build.build_sweep_report`.
+    """
+    from recourse_sim.report.build import build_sweep_report as build
+
+    return build(sweep_dir, figures, jobs)
+
+
+def build_report(path: str | Path, figures: bool = True, jobs: bool = False) -> Path:
+    """Build the report of a run or a sweep directory, whichever ``path`` is.
+
+    See :func:`recourse_sim.report.build.build_report`.
+    """
+    from recourse_sim.report.build import build_report as build
+
+    return build(path, figures, jobs)

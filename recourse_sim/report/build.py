@@ -1,0 +1,331 @@
+"""Assemble and write the report of a run (``report.html``, ``report.md``) or a sweep.
+
+A run report goes into the run directory, next to the files it is computed from; a sweep report
+(``shift_report.html``, ``shift_report.md``, ``summary.csv``) into the sweep directory. The exact
+numbers behind the tables are written as CSV files too (``summary_table.csv``,
+``recourse_table.csv``), so they can be checked or reused without parsing HTML.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from recourse_sim.report.document import Bullets, Document, Heading, Image, Link, Paragraph, Table
+from recourse_sim.report.files import (
+    ReportError,
+    RunFiles,
+    is_run_dir,
+    is_sweep_dir,
+    job_dirs,
+    load_metrics,
+    load_run,
+    read_multirun,
+    read_overrides,
+)
+from recourse_sim.report.html import write_html
+from recourse_sim.report.markdown import write_markdown
+from recourse_sim.report.reading import largest_shifts
+from recourse_sim.report.tables import (
+    SYSTEM,
+    add_system_label,
+    config_brief,
+    final_round_summary,
+    final_rows,
+    ordered,
+    parse_overrides,
+    recourse_per_round,
+    recourse_per_system,
+    sweep_metrics,
+    swept_keys,
+    variant_keys,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_HTML, RUN_MARKDOWN = "report.html", "report.md"
+SWEEP_HTML, SWEEP_MARKDOWN = "shift_report.html", "shift_report.md"
+SUMMARY_TABLE = "summary_table.csv"
+RECOURSE_TABLE = "recourse_table.csv"
+SWEEP_SUMMARY = "summary.csv"
+#: Per-round tables longer than this are folded away in the HTML report.
+FOLD_ROWS = 40
+
+SUMMARY_HEADERS = {"round": "final round", "p_value": "p-value (mean)"}
+RECOURSE_HEADERS = {
+    "n": "repetitions",
+    "n_candidates": "candidates",
+    "n_chosen": "chosen",
+    "success_rate": "success rate",
+    "candidates_per_round": "candidates per round",
+    "chosen_total": "chosen in total",
+}
+
+
+def _figure(make: Callable[[], Path], caption: str) -> Image | Paragraph:
+    """Draw one figure; a figure that fails becomes a note instead of failing the report."""
+    try:
+        return Image(make(), caption)
+    except Exception as error:
+        log.warning("report figure '%s' failed: %s", caption, error, exc_info=True)
+        return Paragraph(f"(The figure '{caption}' could not be drawn: {error}.)")
+
+
+def _summary_note(n: int, unit: str) -> Paragraph:
+    return Paragraph(
+        f"Every metric at the last evaluated round: mean and sample standard deviation over "
+        f"{n} {unit}; the p-value is the mean of the permutation-test p-values "
+        f"(– where the metric has none)."
+    )
+
+
+def _two_features(run: RunFiles) -> bool:
+    if run.initial_population is None or run.final_population is None:
+        return False
+    features = [c for c in run.initial_population.columns if c not in ("individual", "label")]
+    return len(features) == 2
+
+
+def run_document(run: RunFiles, figures: bool = True) -> Document:
+    """The content of a run report (figures are drawn into the run directory)."""
+    from recourse_sim.report import figures as plots  # matplotlib only when drawing
+
+    directory = run.directory
+    summary = final_round_summary(run.metrics)
+    per_round = recourse_per_round(run.recourse)
+    per_system = recourse_per_system(run.recourse)
+    repetitions = run.metrics["repetition"].nunique()
+    reading = largest_shifts(summary, SYSTEM, per_system)
+    doc = Document(f"Shift report: {directory.name}", str(directory.resolve()))
+    doc.blocks += [
+        Heading("Configuration"),
+        Table(config_brief(run)),
+        Heading("Largest shifts"),
+        Bullets(tuple(reading)) if reading else Paragraph("No metric values were recorded."),
+        Heading("Final-round summary"),
+        _summary_note(repetitions, "repetitions"),
+        Table(summary, headers=SUMMARY_HEADERS, group="metric"),
+    ]
+    if figures and not run.metrics.empty:
+        doc.blocks += [
+            Heading("Metrics over rounds"),
+            _figure(
+                lambda: plots.metric_lines(run.metrics, directory),
+                "Every metric over rounds (mean, band: ±1 sd over repetitions); "
+                "colour = generator, panels = metric and model.",
+            ),
+        ]
+    doc.blocks.append(Heading("Recourse"))
+    if run.recourse is None or run.recourse.empty:
+        doc.blocks.append(Paragraph("No recourse statistics were recorded."))
+    else:
+        doc.blocks.append(
+            Table(per_system, "Per system, over the whole run", headers=RECOURSE_HEADERS)
+        )
+        if figures:
+            doc.blocks.append(
+                _figure(
+                    lambda: plots.recourse_lines(run.recourse, directory),
+                    "Recourse per round (mean, band: ±1 sd over repetitions): the candidate "
+                    "pool, the individuals chosen, the share of successful searches and the "
+                    "cost of the implemented counterfactuals.",
+                )
+            )
+        doc.blocks.append(
+            Table(
+                per_round,
+                "Per round (means over repetitions)",
+                headers=RECOURSE_HEADERS,
+                collapsed=len(per_round) > FOLD_ROWS,
+            )
+        )
+    if figures and _two_features(run):
+        doc.blocks += [
+            Heading("Populations and decision boundaries"),
+            _figure(
+                lambda: plots.population_scatter(
+                    run.initial_population, run.final_population, run.decision_grid, directory
+                ),
+                "Initial (hollow) and final (filled) populations of the first repetition, "
+                "with the initial (dashed) and final (solid) decision boundaries; individuals "
+                "who received recourse are outlined in black.",
+            ),
+        ]
+    return doc
+
+
+def build_run_report(run_dir: str | Path, figures: bool = True) -> Path:
+    """Write ``report.html`` and ``report.md`` of a run directory.
+
+    Args:
+        run_dir: A run directory (with ``metrics.csv``).
+        figures: Draw the figures (False: tables and text only).
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        ReportError: If ``run_dir`` is not a run directory.
+    """
+    run = load_run(run_dir)
+    directory = run.directory
+    final_round_summary(run.metrics).to_csv(directory / SUMMARY_TABLE, index=False)
+    recourse_per_round(run.recourse).to_csv(directory / RECOURSE_TABLE, index=False)
+    doc = run_document(run, figures)
+    write_markdown(doc, directory / RUN_MARKDOWN)
+    return write_html(doc, directory / RUN_HTML)
+
+
+def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool = False) -> Path:
+    """Write ``summary.csv`` and ``shift_report.html``/``.md`` comparing the jobs of a sweep.
+
+    Args:
+        sweep_dir: A sweep directory (hydra's ``multirun.yaml`` and job directories).
+        figures: Draw the figures (False: tables and text only).
+        jobs: Also rebuild the report of every job.
+
+    Returns:
+        The path of ``shift_report.html``.
+
+    Raises:
+        ReportError: If ``sweep_dir`` is not a sweep directory.
+    """
+    from recourse_sim.report import figures as plots
+
+    sweep_dir = Path(sweep_dir)
+    if not is_sweep_dir(sweep_dir):
+        raise ReportError(f"{sweep_dir} is not a sweep directory: no multirun.yaml, no jobs")
+    multirun = read_multirun(sweep_dir)
+    entries = []
+    for job in job_dirs(sweep_dir):
+        metrics = load_metrics(job)
+        if jobs and metrics is not None:
+            build_run_report(job, figures)
+        overrides = parse_overrides(read_overrides(job / ".hydra" / "overrides.yaml"))
+        entries.append((job, overrides, metrics))
+    swept = swept_keys(multirun, [overrides for _, overrides, _ in entries])
+    finished = [(job.name, o, m) for job, o, m in entries if m is not None and not m.empty]
+    combined = sweep_metrics(finished, swept)
+    combined.to_csv(sweep_dir / SWEEP_SUMMARY, index=False)
+    variants = variant_keys(swept)
+    by = [*variants, *SYSTEM]
+    summary = (
+        final_round_summary(combined, by, per=["job"])
+        if finished
+        else final_round_summary(pd.DataFrame(), by)
+    )
+    summary.to_csv(sweep_dir / SUMMARY_TABLE, index=False)
+
+    doc = Document(f"Sweep shift report: {sweep_dir.name}", str(sweep_dir.resolve()))
+    doc.blocks += [Heading("Sweep"), *_sweep_brief(multirun, entries, swept)]
+    doc.blocks += [
+        Heading("Jobs"),
+        Table(_jobs_table(sweep_dir, entries, swept)),
+    ]
+    if not finished:
+        doc.blocks.append(Paragraph("No job of this sweep has written metrics.csv yet."))
+    else:
+        reading = largest_shifts(summary, by)
+        hue = "system" if variants else "generator"
+        labelled = add_system_label(combined, variants)
+        rows = final_rows(labelled, ["job", *SYSTEM])
+        pooled = "jobs and repetitions" if len(finished) > 1 else "repetitions"
+        runs = f"runs per system ({pooled})"
+        doc.blocks += [
+            Heading("Largest shifts"),
+            Bullets(tuple(reading)) if reading else Paragraph("No metric values were recorded."),
+            Heading("Final-round summary"),
+            _summary_note(_count(rows, by), runs),
+            Table(summary, headers=SUMMARY_HEADERS, group="metric"),
+        ]
+        if figures:
+            doc.blocks += [
+                Heading("Final-round comparison"),
+                _figure(
+                    lambda: plots.sweep_bars(rows, sweep_dir, hue=hue),
+                    f"Final-round values (bars: mean, error bars: ±1 sd over {pooled}); "
+                    f"panels = metric × model, colour = {hue}.",
+                ),
+                Heading("Metrics over rounds"),
+                _figure(
+                    lambda: plots.metric_lines(labelled, sweep_dir, hue=hue),
+                    f"Every metric over rounds, pooled over {pooled} (mean, band: ±1 sd); "
+                    f"colour = {hue}.",
+                ),
+            ]
+    write_markdown(doc, sweep_dir / SWEEP_MARKDOWN)
+    return write_html(doc, sweep_dir / SWEEP_HTML)
+
+
+def _count(rows: pd.DataFrame, by: list[str]) -> str:
+    """How many values each final-round statistic pools (a range when systems differ)."""
+    sizes = rows.groupby(["metric", *by], sort=False).size()
+    low, high = int(sizes.min()), int(sizes.max())
+    return str(low) if low == high else f"{low} to {high}"
+
+
+def _sweep_brief(multirun, entries, swept: list[str]) -> list[Table]:
+    """The sweep's overrides and jobs, and the configuration shared by its jobs."""
+    from omegaconf import OmegaConf
+
+    task = OmegaConf.select(multirun, "hydra.overrides.task", default=None) if multirun else None
+    finished = sum(metrics is not None for _, _, metrics in entries)
+    rows = [
+        ("overrides", " ".join(str(t) for t in task) if task else "unknown"),
+        ("jobs", f"{len(entries)} ({finished} with results)"),
+        ("swept", ", ".join(swept) if swept else "none"),
+    ]
+    tables = [Table(pd.DataFrame(rows, columns=["setting", "value"]))]
+    first = next((job for job, _, metrics in entries if metrics is not None), None)
+    if first is not None:
+        brief = config_brief(load_run(first))
+        keep = ~brief["setting"].isin(["overrides", "models", "generators", "seed", *swept])
+        caption = f"Configuration of job {first.name} (the jobs differ in the swept keys only)"
+        tables.append(Table(brief[keep].reset_index(drop=True), caption))
+    return tables
+
+
+def _jobs_table(sweep_dir: Path, entries, swept: list[str]) -> pd.DataFrame:
+    records = []
+    for job, overrides, metrics in entries:
+        report = job / RUN_HTML
+        record = {
+            "job": Link(job.name, report.relative_to(sweep_dir).as_posix())
+            if report.is_file()
+            else job.name
+        }
+        record.update({key: overrides.get(key, "") for key in swept})
+        if metrics is None or metrics.empty:
+            record.update(models="", generators="", rounds="", status="no metrics.csv")
+        else:
+            record.update(
+                models=", ".join(ordered(metrics["model"])),
+                generators=", ".join(ordered(metrics["generator"])),
+                rounds=int(metrics["round"].max()),
+                status="finished" if (job / "final_population.csv").is_file() else "partial",
+            )
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def build_report(path: str | Path, figures: bool = True, jobs: bool = False) -> Path:
+    """Build the report of a run directory or a sweep directory, whichever ``path`` is.
+
+    Returns:
+        The path of the HTML report.
+
+    Raises:
+        ReportError: If ``path`` is neither a run nor a sweep directory.
+    """
+    path = Path(path)
+    if is_run_dir(path):
+        return build_run_report(path, figures)
+    if is_sweep_dir(path):
+        return build_sweep_report(path, figures, jobs)
+    raise ReportError(
+        f"{path} is neither a run directory (no metrics.csv) nor a sweep directory "
+        f"(no multirun.yaml and no job directories with metrics.csv)"
+    )

@@ -1,0 +1,193 @@
+"""A short plain-language reading of the largest shifts, derived from the summary tables.
+
+Every sentence is computed from the final-round summary (and the recourse statistics): which
+system shifted the domain and the model most, whether the shifts are significant, what happened
+to F1. Nothing is hard-coded beyond the wording.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from recourse_sim.report.tables import SYSTEM
+
+ALPHA = 0.05
+
+
+def _num(value: float) -> str:
+    """A number for prose: two significant digits, whole numbers from 100 on."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2g}"
+
+
+def _system(row: pd.Series, by: Sequence[str]) -> str:
+    """``generic with mlp``, plus any further system columns: ``(data=moons)``."""
+    text = f"{row['generator']} with {row['model']}"
+    extra = [f"{key}={row[key]}" for key in by if key not in SYSTEM]
+    return f"{text} ({', '.join(extra)})" if extra else text
+
+
+def _p(row: pd.Series) -> str:
+    p = row["p_value"]
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ""
+    return f" (p = {p:.2g})" if row["n"] == 1 else f" (mean p = {p:.2g})"
+
+
+def _f1_clause(value: float) -> str:
+    points = 100 * value
+    if abs(points) < 0.05:
+        return "F1 did not change"
+    return f"F1 {'fell' if points < 0 else 'rose'} by {abs(points):.2g} points"
+
+
+def _rows(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return summary[(summary["metric"] == metric) & summary["mean"].notna()]
+
+
+def _extreme_sentence(rows: pd.DataFrame, label: str, by: Sequence[str]) -> str:
+    """The sentence "The <label> was largest under A: v (p); smallest under B: w"."""
+    top = rows.loc[rows["mean"].idxmax()]
+    if len(rows) == 1:
+        return f"The {label} was {_num(top['mean'])}{_p(top)} under {_system(top, by)}."
+    low = rows.loc[rows["mean"].idxmin()]
+    return (
+        f"The {label} was largest under {_system(top, by)}: {_num(top['mean'])}{_p(top)}; "
+        f"smallest under {_system(low, by)}: {_num(low['mean'])}."
+    )
+
+
+def _domain_sentence(domain: pd.DataFrame, f1: pd.DataFrame, by: Sequence[str]) -> tuple[str, bool]:
+    """The headline sentence; also says whether it already named the largest F1 drop."""
+    top = domain.loc[domain["mean"].idxmax()]
+    rounds = int(top["round"])
+    if top["mean"] <= 0:
+        return (
+            f"No system shifted the domain: the largest domain shift (MMD) after {rounds} "
+            f"rounds was {_num(top['mean'])}{_p(top)}, under {_system(top, by)}.",
+            False,
+        )
+    sentence = (
+        f"Under {_system(top, by)}, the domain shift (MMD) reached {_num(top['mean'])} after "
+        f"{rounds} rounds{_p(top)}"
+    )
+    if len(domain) > 1:
+        low = domain.loc[domain["mean"].idxmin()]
+        if len(domain) == 2:
+            sentence += f", the larger of the two systems ({_system(low, by)}: "
+        else:
+            sentence += (
+                f", the largest of all {len(domain)} systems (smallest, {_system(low, by)}: "
+            )
+        sentence += f"{_num(low['mean'])})"
+    covered = False
+    if not f1.empty:
+        same = f1
+        for key in by:
+            same = same[same[key] == top[key]]
+        if not same.empty:
+            change = float(same["mean"].iloc[0])
+            sentence += f"; {_f1_clause(change)}"
+            covered = len(f1) == 1 or (change < 0 and change <= f1["mean"].min())
+            if covered and len(f1) == 2:
+                sentence += ", the larger drop of the two"
+            elif covered and len(f1) > 2:
+                sentence += ", the largest drop of all systems"
+    return sentence + ".", covered
+
+
+def _significance_sentence(summary: pd.DataFrame) -> str | None:
+    parts = []
+    for metric, label in (("mmd_domain", "domain shift"), ("mmd_model", "model shift")):
+        rows = summary[(summary["metric"] == metric) & summary["p_value"].notna()]
+        if rows.empty:
+            continue
+        significant = int((rows["p_value"] < ALPHA).sum())
+        systems = "system" if len(rows) == 1 else "systems"
+        parts.append(f"the {label} under {significant} of {len(rows)} {systems}")
+    if not parts:
+        return None
+    return f"Significant at the 5 % level (mean p < {ALPHA}): {'; '.join(parts)}."
+
+
+def _recourse_sentence(recourse: pd.DataFrame) -> str | None:
+    recourse = recourse[recourse["chosen_total"].notna()]
+    if recourse.empty:
+        return None
+    rounds = int(recourse["rounds"].max())
+    low, high = recourse["chosen_total"].min(), recourse["chosen_total"].max()
+    amount = _num(low) if math.isclose(low, high) else f"between {_num(low)} and {_num(high)}"
+    sentence = (
+        f"Over {rounds} rounds, {amount} individuals received recourse per repetition "
+        f"(about {_num(recourse['candidates_per_round'].mean())} candidates per round)"
+    )
+    rates = recourse[recourse["success_rate"].notna()]
+    if not rates.empty:
+        worst = rates.loc[rates["success_rate"].idxmin()]
+        if math.isclose(worst["success_rate"], rates["success_rate"].max()):
+            every = "" if len(rates) == 1 else " under every system"
+            sentence += f"; the searches succeeded in {worst['success_rate']:.0%} of cases{every}"
+        else:
+            sentence += (
+                f"; the searches succeeded least often under {_system(worst, SYSTEM)} "
+                f"({worst['success_rate']:.0%} of cases)"
+            )
+    return sentence + "."
+
+
+def largest_shifts(
+    summary: pd.DataFrame,
+    by: Sequence[str] = SYSTEM,
+    recourse: pd.DataFrame | None = None,
+) -> list[str]:
+    """Plain-language sentences about the largest shifts.
+
+    Args:
+        summary: The final-round summary (:func:`recourse_sim.report.tables.final_round_summary`).
+        by: Its system columns.
+        recourse: Per-system recourse statistics
+            (:func:`recourse_sim.report.tables.recourse_per_system`), or None.
+
+    Returns:
+        The sentences, most important first (empty when there is nothing to say).
+    """
+    by = list(by)
+    sentences: list[str] = []
+    domain, f1 = _rows(summary, "mmd_domain"), _rows(summary, "f1_change")
+    f1_said = False
+    if not domain.empty:
+        sentence, f1_said = _domain_sentence(domain, f1, by)
+        sentences.append(sentence)
+    for metric, label in (
+        ("mmd_model", "model shift (MMD of predictions)"),
+        ("disagreement", "disagreement with the initial model"),
+    ):
+        rows = _rows(summary, metric)
+        if not rows.empty:
+            sentences.append(_extreme_sentence(rows, label, by))
+    if not f1.empty and not f1_said:
+        worst = f1.loc[f1["mean"].idxmin()]
+        if worst["mean"] < 0:
+            where = "" if len(f1) == 1 else " most"
+            sentences.append(
+                f"Macro F1 on the test set fell{where} under {_system(worst, by)}: "
+                f"by {abs(100 * worst['mean']):.2g} points after {int(worst['round'])} rounds."
+            )
+        else:
+            best = f1.loc[f1["mean"].idxmax()]
+            sentences.append(
+                f"Macro F1 on the test set did not fall under any system (largest change "
+                f"{100 * best['mean']:+.2g} points, under {_system(best, by)})."
+            )
+    significance = _significance_sentence(summary)
+    if significance:
+        sentences.append(significance)
+    if recourse is not None and not recourse.empty:
+        sentence = _recourse_sentence(recourse)
+        if sentence:
+            sentences.append(sentence)
+    return sentences

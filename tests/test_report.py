@@ -1,0 +1,530 @@
+"""Shift reports: the aggregation against hand-made frames, then the real CLI end to end."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from recourse_sim.report import ReportError, build_report, build_run_report, build_sweep_report
+from recourse_sim.report.callback import ShiftReportCallback
+from recourse_sim.report.document import format_number
+from recourse_sim.report.reading import largest_shifts
+from recourse_sim.report.tables import (
+    final_round_summary,
+    parse_overrides,
+    recourse_per_round,
+    recourse_per_system,
+    sweep_metrics,
+    swept_keys,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = [
+    "mmd_domain",
+    "perturbation",
+    "mmd_model",
+    "mmd_model_grid",
+    "disagreement",
+    "decisiveness",
+    "f1_change",
+]
+WITH_P = {"mmd_domain", "mmd_model", "mmd_model_grid"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# --- synthetic run directories ---------------------------------------------------------------
+
+
+def fake_metrics(
+    models=("logistic", "mlp"),
+    generators=("generic", "wachter"),
+    repetitions=3,
+    rounds=(0, 5, 10),
+    seed=0,
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rep in range(repetitions):
+        for rnd in rounds:
+            for model in models:
+                for generator in generators:
+                    for metric in METRICS:
+                        p = rng.uniform() if metric in WITH_P and rnd > 0 else np.nan
+                        rows.append(
+                            {
+                                "repetition": rep,
+                                "round": rnd,
+                                "model": model,
+                                "generator": generator,
+                                "metric": metric,
+                                "scope": "domain" if metric == "mmd_domain" else "model",
+                                "value": rng.normal(0.01 * rnd, 0.01),
+                                "p_value": p,
+                            }
+                        )
+    return pd.DataFrame(rows)
+
+
+def fake_recourse(models=("logistic",), generators=("generic", "wachter"), reps=2, rounds=4):
+    rng = np.random.default_rng(1)
+    rows = []
+    for rep in range(reps):
+        for rnd in range(1, rounds + 1):
+            for model in models:
+                for generator in generators:
+                    chosen = int(rng.integers(0, 3))
+                    rows.append(
+                        {
+                            "repetition": rep,
+                            "round": rnd,
+                            "model": model,
+                            "generator": generator,
+                            "n_candidates": int(rng.integers(20, 40)),
+                            "n_chosen": chosen,
+                            "success_rate": rng.uniform() if chosen else np.nan,
+                            "converged": rng.uniform() if chosen else np.nan,
+                            "cost": rng.uniform() if chosen else np.nan,
+                            "redundancy": 0.0 if chosen else np.nan,
+                            "n_iterations": 10.0 if chosen else np.nan,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def write_fake_run(directory: Path, models=("logistic",), generators=("generic", "wachter")):
+    """A complete two-feature run directory without running the simulation."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fake_metrics(models, generators, repetitions=2).to_csv(directory / "metrics.csv", index=False)
+    fake_recourse(models, generators).to_csv(directory / "recourse.csv", index=False)
+    rng = np.random.default_rng(2)
+    n = 60
+    X = np.vstack([rng.normal(-1, 0.5, (n // 2, 2)), rng.normal(1, 0.5, (n // 2, 2))])
+    y = np.r_[np.zeros(n // 2, int), np.ones(n // 2, int)]
+    initial = pd.DataFrame({"individual": range(n), "x1": X[:, 0], "x2": X[:, 1], "label": y})
+    initial.to_csv(directory / "initial_population.csv", index=False)
+    finals, grids = [], []
+    g0, g1 = np.meshgrid(np.linspace(-3, 3, 60), np.linspace(-3, 3, 60))
+    for rep in range(2):
+        for model in models:
+            for generator in generators:
+                final = initial.copy()
+                moved = np.arange(5)
+                final.loc[moved, ["x1", "x2"]] += 1.5
+                final.loc[moved, "label"] = 1
+                final["initial_label"] = y
+                final["n_recourse"] = 0
+                final.loc[moved, "n_recourse"] = 1
+                final["first_recourse_round"] = np.where(final["n_recourse"] > 0, 1, -1)
+                final["last_recourse_round"] = final["first_recourse_round"]
+                for key, value in (("generator", generator), ("model", model), ("repetition", rep)):
+                    final.insert(0, key, value)
+                finals.append(final)
+                for stage, shift in (("initial", 0.0), ("final", -0.5)):
+                    proba = 1 / (1 + np.exp(-3 * (g0.ravel() + g1.ravel() - shift)))
+                    grids.append(
+                        pd.DataFrame(
+                            {
+                                "repetition": rep,
+                                "model": model,
+                                "generator": generator,
+                                "stage": stage,
+                                "x1": g0.ravel(),
+                                "x2": g1.ravel(),
+                                "proba": proba,
+                            }
+                        )
+                    )
+    pd.concat(finals).to_csv(directory / "final_population.csv", index=False)
+    pd.concat(grids).to_csv(directory / "decision_grid.csv", index=False)
+    return directory
+
+
+def write_fake_sweep(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(
+        OmegaConf.create(
+            {"hydra": {"overrides": {"task": ["generator=generic,wachter", "seed=0,1"]}}}
+        ),
+        directory / "multirun.yaml",
+    )
+    job = 0
+    for generator in ("generic", "wachter"):
+        for seed in (0, 1):
+            job_dir = directory / str(job)
+            (job_dir / ".hydra").mkdir(parents=True)
+            metrics = fake_metrics(("logistic",), (generator,), repetitions=2, seed=job)
+            metrics.to_csv(job_dir / "metrics.csv", index=False)
+            OmegaConf.save(
+                OmegaConf.create([f"generator={generator}", f"seed={seed}"]),
+                job_dir / ".hydra" / "overrides.yaml",
+            )
+            job += 1
+    return directory
+
+
+# --- independent reference computations ------------------------------------------------------
+
+
+def expected_summary(metrics: pd.DataFrame, by=("model", "generator"), per=()) -> pd.DataFrame:
+    """The final-round aggregate, computed here independently of the package."""
+    by, per = list(by), list(per)
+    last_round = metrics.groupby(per + by)["round"].transform("max")
+    last = metrics[metrics["round"] == last_round]
+    return last.groupby(["metric", *by]).agg(
+        round=("round", "max"),
+        n=("value", "size"),
+        mean=("value", "mean"),
+        sd=("value", "std"),
+        p_value=("p_value", "mean"),
+    )
+
+
+def fmt(value) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return "–" if math.isnan(value) else f"{value:.4g}"
+
+
+def assert_summary_matches(table: pd.DataFrame, expected: pd.DataFrame, by) -> None:
+    table = table.set_index(["metric", *by]).sort_index()
+    expected = expected.sort_index()
+    assert list(table.index) == list(expected.index)
+    for column in ("round", "n"):
+        np.testing.assert_array_equal(table[column].to_numpy(), expected[column].to_numpy())
+    for column in ("mean", "sd", "p_value"):
+        np.testing.assert_allclose(
+            table[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-12, atol=0
+        )
+
+
+def html_row(values) -> str:
+    cells = []
+    for value in values:
+        css = ' class="n"' if isinstance(value, (int, float, np.integer, np.floating)) else ""
+        cells.append(f"<td{css}>{value if css == '' else fmt(value)}</td>")
+    return "".join(cells)
+
+
+def assert_html_has_summary(html: str, expected: pd.DataFrame, scopes: dict[str, str]) -> None:
+    """Every row of the summary appears in the HTML with numbers to 4 significant digits."""
+    for key, row in expected.iterrows():
+        metric, *system = key
+        values = [metric, scopes[metric], *system, int(row["round"]), int(row["n"])]
+        values += [float(row["mean"]), float(row["sd"]), float(row["p_value"])]
+        assert html_row(values) in html, f"summary row {key} missing from the HTML"
+
+
+def assert_valid_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert len(data) > 1000
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
+    assert float(image[..., :3].std()) > 0.01, f"{path} is blank"
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+
+def test_final_round_summary_matches_a_direct_aggregate():
+    metrics = fake_metrics()
+    table = final_round_summary(metrics)
+    assert list(table.columns) == [
+        "metric",
+        "scope",
+        "model",
+        "generator",
+        "round",
+        "n",
+        "mean",
+        "sd",
+        "p_value",
+    ]
+    assert len(table) == len(METRICS) * 4
+    assert (table["round"] == 10).all() and (table["n"] == 3).all()
+    assert_summary_matches(table, expected_summary(metrics), ["model", "generator"])
+    # Report order: the reference metrics in their canonical order.
+    assert table["metric"].iloc[0] == "mmd_domain" and table["metric"].iloc[-1] == "f1_change"
+
+
+def test_final_round_is_taken_per_system():
+    metrics = fake_metrics(models=("logistic",), generators=("generic", "wachter"))
+    # wachter stopped after round 5 (e.g. a system with fewer evaluations)
+    metrics = metrics[~((metrics["generator"] == "wachter") & (metrics["round"] == 10))]
+    table = final_round_summary(metrics).set_index(["metric", "generator"])
+    assert table.loc[("mmd_domain", "generic"), "round"] == 10
+    assert table.loc[("mmd_domain", "wachter"), "round"] == 5
+    hand = metrics.query("metric == 'mmd_domain' and generator == 'wachter' and round == 5")
+    assert table.loc[("mmd_domain", "wachter"), "mean"] == pytest.approx(hand["value"].mean())
+
+
+def test_single_repetition_and_metrics_without_p_values():
+    metrics = fake_metrics(models=("mlp",), generators=("generic",), repetitions=1)
+    table = final_round_summary(metrics).set_index("metric")
+    assert table["sd"].isna().all()
+    assert np.isnan(table.loc["f1_change", "p_value"])
+    assert not np.isnan(table.loc["mmd_domain", "p_value"])
+    hand = metrics.query("metric == 'mmd_domain' and round == 10")
+    assert table.loc["mmd_domain", "p_value"] == hand["p_value"].iloc[0]
+
+
+def test_empty_metrics_give_an_empty_summary():
+    table = final_round_summary(fake_metrics().iloc[:0])
+    assert table.empty and "mean" in table.columns
+
+
+def test_recourse_tables_skip_rounds_without_recourse():
+    recourse = fake_recourse()
+    per_round = recourse_per_round(recourse)
+    expected = recourse.groupby(["round", "model", "generator"])[
+        ["n_candidates", "n_chosen", "success_rate", "cost"]
+    ].mean()
+    merged = per_round.set_index(["round", "model", "generator"]).loc[expected.index]
+    np.testing.assert_allclose(merged[expected.columns].to_numpy(float), expected.to_numpy(float))
+    assert (per_round["n"] == 2).all()
+    per_system = recourse_per_system(recourse).set_index(["model", "generator"])
+    generic = recourse[recourse["generator"] == "generic"]
+    row = per_system.loc[("logistic", "generic")]
+    assert row["rounds"] == 4
+    assert row["chosen_total"] == pytest.approx(
+        generic.groupby("repetition")["n_chosen"].sum().mean()
+    )
+    assert row["success_rate"] == pytest.approx(generic["success_rate"].mean())  # NaN skipped
+    assert recourse_per_round(None).empty and recourse_per_system(None).empty
+
+
+def test_overrides_and_swept_keys():
+    lines = ["generator=wachter", "+experiment=credit", "seed=1", "model=[logistic,mlp]", "~x"]
+    assert parse_overrides(lines) == {
+        "generator": "wachter",
+        "experiment": "credit",
+        "seed": "1",
+        "model": "[logistic,mlp]",
+    }
+    multirun = OmegaConf.create(
+        {"hydra": {"overrides": {"task": ["generator=generic,wachter", "data.n_samples=100"]}}}
+    )
+    jobs = [{"generator": "generic", "seed": "0"}, {"generator": "wachter", "seed": "1"}]
+    assert swept_keys(multirun, jobs) == ["generator", "seed"]
+    assert swept_keys(None, [{"a": "1"}, {"a": "1"}]) == []
+
+
+def test_sweep_metrics_carry_the_swept_choices():
+    jobs = [
+        ("0", {"generator": "generic", "seed": "0"}, fake_metrics(("m",), ("generic",), 1)),
+        ("1", {"generator": "wachter", "seed": "1"}, fake_metrics(("m",), ("wachter",), 1)),
+    ]
+    frame = sweep_metrics(jobs, ["generator", "seed"])
+    assert list(frame.columns[:3]) == ["job", "seed", "repetition"]
+    assert set(frame["generator"]) == {"generic", "wachter"}
+    assert frame.groupby("job")["seed"].first().to_dict() == {"0": "0", "1": "1"}
+
+
+def test_number_format():
+    assert format_number(0.123456) == "0.1235"
+    assert format_number(12) == "12"
+    assert format_number(np.int64(3)) == "3"
+    assert format_number(float("nan")) == "–"
+    assert format_number(-0.000123456) == "-0.0001235"
+    assert format_number(np.float32(0.5)) == "0.5"
+
+
+def test_reading_is_derived_from_the_numbers():
+    summary = pd.DataFrame(
+        [
+            ("mmd_domain", "domain", "mlp", "generic", 50, 5, 0.12, 0.01, 0.01),
+            ("mmd_domain", "domain", "mlp", "wachter", 50, 5, 0.03, 0.01, 0.4),
+            ("mmd_model", "model", "mlp", "generic", 50, 5, 0.05, 0.01, 0.02),
+            ("mmd_model", "model", "mlp", "wachter", 50, 5, 0.02, 0.01, 0.3),
+            ("f1_change", "model", "mlp", "generic", 50, 5, -0.041, 0.01, np.nan),
+            ("f1_change", "model", "mlp", "wachter", 50, 5, -0.01, 0.01, np.nan),
+        ],
+        columns=["metric", "scope", "model", "generator", "round", "n", "mean", "sd", "p_value"],
+    )
+    text = " ".join(largest_shifts(summary))
+    assert "Under generic with mlp, the domain shift (MMD) reached 0.12 after 50 rounds" in text
+    assert "mean p = 0.01" in text
+    assert "F1 fell by 4.1 points" in text
+    assert "domain shift under 1 of 2 systems" in text
+    # Swap the systems: the reading follows the numbers.
+    swapped = summary.assign(generator=summary["generator"].map({"generic": "x", "wachter": "y"}))
+    assert "Under x with mlp" in " ".join(largest_shifts(swapped))
+    assert largest_shifts(summary.iloc[:0]) == []
+
+
+# --- whole reports on synthetic directories ---------------------------------------------------
+
+
+def test_run_report_from_files(tmp_path):
+    run = write_fake_run(tmp_path / "run")
+    html_path = build_run_report(run)
+    assert html_path == run / "report.html"
+    html = html_path.read_text()
+    markdown = (run / "report.md").read_text()
+    metrics = pd.read_csv(run / "metrics.csv")
+    expected = expected_summary(metrics)
+    assert_summary_matches(pd.read_csv(run / "summary_table.csv"), expected, ["model", "generator"])
+    scopes = metrics.groupby("metric")["scope"].first().to_dict()
+    assert_html_has_summary(html, expected, scopes)
+    figures = sorted((run / "figures").glob("*.png"))
+    assert {p.name for p in figures} == {"metrics.png", "recourse.png", "populations.png"}
+    for path in figures:
+        assert_valid_png(path)
+        assert f"figures/{path.name}" in markdown
+    # Self-contained: every image inline, nothing fetched from elsewhere.
+    assert html.count('<img src="data:image/png;base64,') == 3
+    assert "http://" not in html and "https://" not in html and "<link" not in html
+    assert "Largest shifts" in html and "domain shift (MMD)" in html
+
+
+def test_tables_only_report(tmp_path):
+    run = write_fake_run(tmp_path / "run")
+    html = build_run_report(run, figures=False).read_text()
+    assert "<img" not in html and not (run / "figures").exists()
+    assert "Final-round summary" in html
+
+
+def test_sweep_report_from_files(tmp_path):
+    sweep = write_fake_sweep(tmp_path / "sweep")
+    html = build_report(sweep).read_text()
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert {"job", "generator", "seed"} <= set(summary.columns)
+    assert len(summary) == sum(len(pd.read_csv(j / "metrics.csv")) for j in sweep.glob("[0-9]"))
+    expected = expected_summary(summary, per=["job"])
+    table = pd.read_csv(sweep / "summary_table.csv")
+    assert_summary_matches(table, expected, ["model", "generator"])
+    assert (table["n"] == 4).all()  # two seeds x two repetitions pooled per generator
+    assert_html_has_summary(html, expected, summary.groupby("metric")["scope"].first().to_dict())
+    for path in (sweep / "figures").glob("*.png"):
+        assert_valid_png(path)
+    assert (sweep / "figures" / "final_round.png").is_file()
+    assert "Sweep shift report" in html
+    # --jobs also rebuilds every job's report, and the jobs table links to them.
+    html = build_sweep_report(sweep, figures=False, jobs=True).read_text()
+    assert all((job / "report.html").is_file() for job in sweep.glob("[0-9]"))
+    assert '<a href="0/report.html">0</a>' in html
+
+
+def test_neither_run_nor_sweep(tmp_path):
+    with pytest.raises(ReportError, match="neither a run directory"):
+        build_report(tmp_path)
+
+
+def test_callback_builds_the_sweep_report_and_never_raises(tmp_path, caplog):
+    sweep = write_fake_sweep(tmp_path / "sweep")
+    config = OmegaConf.create(
+        {"report": {"enabled": True, "figures": False}, "hydra": {"sweep": {"dir": str(sweep)}}}
+    )
+    callback = ShiftReportCallback()
+    callback.on_multirun_start(config)
+    callback.on_multirun_end(config)
+    assert (sweep / "shift_report.html").is_file() and not (sweep / "figures").exists()
+    # A broken sweep directory is logged, not raised.
+    broken = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "missing")}}})
+    ShiftReportCallback().on_multirun_end(broken)
+    assert "sweep report could not be built" in caplog.text
+    # report.enabled=false: nothing is written.
+    other = write_fake_sweep(tmp_path / "other")
+    off = OmegaConf.create({"report": {"enabled": False}, "hydra": {"sweep": {"dir": str(other)}}})
+    ShiftReportCallback().on_multirun_end(off)
+    assert not (other / "shift_report.html").exists()
+
+
+def test_report_command_rejects_other_directories(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "recourse_sim.report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "neither a run directory" in result.stderr
+
+
+# --- the real CLI --------------------------------------------------------------------------
+
+TINY = [
+    "simulation.n_rounds=2",
+    "simulation.n_repetitions=2",
+    "simulation.evaluate_every=1",
+    "simulation.n_permutations=10",
+    "data.n_samples=100",
+    "progress=false",
+]
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_run_report_through_the_cli(tmp_path):
+    run_module("recourse_sim", *TINY, f"hydra.run.dir={tmp_path}")
+    run_module("recourse_sim.report", str(tmp_path))
+    html = (tmp_path / "report.html").read_text()
+    assert (tmp_path / "report.md").is_file()
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    expected = expected_summary(metrics)
+    assert_summary_matches(
+        pd.read_csv(tmp_path / "summary_table.csv"), expected, ["model", "generator"]
+    )
+    assert_html_has_summary(html, expected, metrics.groupby("metric")["scope"].first().to_dict())
+    recourse = pd.read_csv(tmp_path / "recourse.csv")
+    per_round = pd.read_csv(tmp_path / "recourse_table.csv").set_index(
+        ["round", "model", "generator"]
+    )
+    direct = recourse.groupby(["round", "model", "generator"])[
+        ["n_candidates", "n_chosen", "success_rate", "cost"]
+    ].mean()
+    np.testing.assert_allclose(
+        per_round.loc[direct.index, direct.columns].to_numpy(float),
+        direct.to_numpy(float),
+        rtol=1e-12,
+    )
+    figures = sorted((tmp_path / "figures").glob("*.png"))
+    assert {p.name for p in figures} == {"metrics.png", "recourse.png", "populations.png"}
+    for path in figures:
+        assert_valid_png(path)
+    assert html.count('src="data:image/png;base64,') == len(figures)
+
+
+def test_sweep_report_through_the_cli(tmp_path):
+    run_module(
+        "recourse_sim", "-m", "generator=generic,wachter", *TINY, f"hydra.sweep.dir={tmp_path}"
+    )
+    run_module("recourse_sim.report", str(tmp_path))
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert "generator" in summary.columns and "job" in summary.columns
+    assert summary.groupby("job")["generator"].unique().map(list).to_dict() == {
+        0: ["generic"],
+        1: ["wachter"],
+    }
+    jobs = [pd.read_csv(tmp_path / job / "metrics.csv") for job in ("0", "1")]
+    assert len(summary) == sum(len(job) for job in jobs)
+    expected = expected_summary(summary, per=["job"])
+    assert_summary_matches(
+        pd.read_csv(tmp_path / "summary_table.csv"), expected, ["model", "generator"]
+    )
+    html = (tmp_path / "shift_report.html").read_text()
+    assert_html_has_summary(html, expected, summary.groupby("metric")["scope"].first().to_dict())
+    figures = sorted((tmp_path / "figures").glob("*.png"))
+    assert {p.name for p in figures} == {"final_round.png", "metrics.png"}
+    for path in figures:
+        assert_valid_png(path)

@@ -174,6 +174,13 @@ class Generator(ABC):
         return f"{type(self).__name__}({params})"
 
 
+def non_negative(key: str, value: float) -> float:
+    """``value`` as a float, or :class:`ConfigError` naming ``key`` if it is negative."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(key, value, "a non-negative number")
+    return float(value)
+
+
 def check_probability(key: str, value: float | None, allow_none: bool = False) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a probability strictly inside (0, 1)."""
     if value is None and allow_none:

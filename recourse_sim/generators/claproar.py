@@ -17,38 +17,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recourse_sim.errors import ConfigError
+from recourse_sim.generators.base import non_negative
 from recourse_sim.generators.generic import GenericGenerator
 
 
 class ClaproarGenerator(GenericGenerator):
     """Generic objective plus λ₂ times the classifier's loss at the counterfactuals."""
 
-    def __init__(
-        self,
-        cost_weight: float = 0.1,
-        classifier_loss_weight: float = 5.0,
-        learning_rate: float = 0.01,
-        max_iter: int = 100,
-        decision_threshold: float | None = None,
-        step_tolerance: float = 1e-3,
-        init_noise: float = 0.1,
-        **search_options,
-    ):
-        super().__init__(
-            cost_weight,
-            learning_rate,
-            max_iter,
-            decision_threshold,
-            step_tolerance,
-            init_noise,
-            **search_options,  # latent_space, vae
+    def __init__(self, classifier_loss_weight: float = 5.0, **search_options):
+        # The study searches past validity so that the extra cost can act.
+        search_options.setdefault("decision_threshold", None)
+        super().__init__(**search_options)
+        self.classifier_loss_weight = non_negative(
+            "generator.classifier_loss_weight", classifier_loss_weight
         )
-        if float(classifier_loss_weight) < 0:
-            raise ConfigError(
-                "generator.classifier_loss_weight", classifier_loss_weight, "a non-negative number"
-            )
-        self.classifier_loss_weight = float(classifier_loss_weight)
 
     def penalty(self, counterfactuals, factuals, logits, state) -> torch.Tensor:
         """``λ₁·‖x − X'‖_F + λ₂·mean_K BCE(logit(x'_k), target)`` per individual."""

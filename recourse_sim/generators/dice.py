@@ -12,42 +12,17 @@ from __future__ import annotations
 
 import torch
 
-from recourse_sim.errors import ConfigError
+from recourse_sim.generators.base import non_negative
 from recourse_sim.generators.generic import GenericGenerator
 
 
 class DiceGenerator(GenericGenerator):
     """Generic objective minus λ₂ times the DPP diversity of the ``K`` counterfactuals."""
 
-    def __init__(
-        self,
-        cost_weight: float = 0.1,
-        diversity_weight: float = 1.0,
-        jitter: float = 1e-5,
-        learning_rate: float = 0.01,
-        max_iter: int = 100,
-        decision_threshold: float | None = 0.5,
-        step_tolerance: float = 1e-3,
-        init_noise: float = 0.1,
-        **search_options,
-    ):
-        super().__init__(
-            cost_weight,
-            learning_rate,
-            max_iter,
-            decision_threshold,
-            step_tolerance,
-            init_noise,
-            **search_options,  # latent_space, vae
-        )
-        if float(diversity_weight) < 0:
-            raise ConfigError(
-                "generator.diversity_weight", diversity_weight, "a non-negative number"
-            )
-        if float(jitter) < 0:
-            raise ConfigError("generator.jitter", jitter, "a non-negative number")
-        self.diversity_weight = float(diversity_weight)
-        self.jitter = float(jitter)
+    def __init__(self, diversity_weight: float = 1.0, jitter: float = 1e-5, **search_options):
+        super().__init__(**search_options)
+        self.diversity_weight = non_negative("generator.diversity_weight", diversity_weight)
+        self.jitter = non_negative("generator.jitter", jitter)
 
     def setup(self, problem) -> torch.Tensor:
         """The z-score scale, to measure diversity between search states."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recourse_sim.errors import ConfigError
+from recourse_sim.generators.base import non_negative
 from recourse_sim.generators.generic import GenericGenerator
 
 
@@ -28,34 +28,13 @@ class EccoGenerator(GenericGenerator):
     """Generic objective plus a decaying energy constraint at the counterfactuals."""
 
     def __init__(
-        self,
-        cost_weight: float = 0.1,
-        energy_weight: float = 1.0,
-        energy_regularisation: float = 1e-3,
-        learning_rate: float = 0.01,
-        max_iter: int = 100,
-        decision_threshold: float | None = 0.5,
-        step_tolerance: float = 1e-3,
-        init_noise: float = 0.1,
-        **search_options,
+        self, energy_weight: float = 1.0, energy_regularisation: float = 1e-3, **search_options
     ):
-        super().__init__(
-            cost_weight,
-            learning_rate,
-            max_iter,
-            decision_threshold,
-            step_tolerance,
-            init_noise,
-            **search_options,  # latent_space, vae
+        super().__init__(**search_options)
+        self.energy_weight = non_negative("generator.energy_weight", energy_weight)
+        self.energy_regularisation = non_negative(
+            "generator.energy_regularisation", energy_regularisation
         )
-        for key, value in (
-            ("energy_weight", energy_weight),
-            ("energy_regularisation", energy_regularisation),
-        ):
-            if float(value) < 0:
-                raise ConfigError(f"generator.{key}", value, "a non-negative number")
-        self.energy_weight = float(energy_weight)
-        self.energy_regularisation = float(energy_regularisation)
 
     def decay(self, step: int) -> float:
         """``φ_t = a·(b + t)^(−0.9)`` with ``b = round(T/25)`` (at least 1) and ``a = b/10``."""

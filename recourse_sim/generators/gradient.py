@@ -35,6 +35,7 @@ from recourse_sim.generators.base import (
     SearchProblem,
     SearchResult,
     check_probability,
+    non_negative,
 )
 from recourse_sim.generators.vae import VAESettings, VAEStore, vae_settings
 from recourse_sim.utils import counter_rng
@@ -77,18 +78,14 @@ class GradientGenerator(Generator):
             raise ConfigError("generator.learning_rate", learning_rate, "a positive number")
         if int(max_iter) < 1:
             raise ConfigError("generator.max_iter", max_iter, "a positive integer")
-        if float(cost_weight) < 0:
-            raise ConfigError("generator.cost_weight", cost_weight, "a non-negative number")
-        if float(init_noise) < 0:
-            raise ConfigError("generator.init_noise", init_noise, "a non-negative number")
         if not float(step_tolerance) > 0:
             raise ConfigError("generator.step_tolerance", step_tolerance, "a positive number")
-        self.cost_weight = float(cost_weight)
+        self.cost_weight = non_negative("generator.cost_weight", cost_weight)
         self.learning_rate = float(learning_rate)
         self.max_iter = int(max_iter)
         self.decision_threshold = None if decision_threshold is None else float(decision_threshold)
         self.step_tolerance = float(step_tolerance)
-        self.init_noise = float(init_noise)
+        self.init_noise = non_negative("generator.init_noise", init_noise)
         self.latent_space = bool(latent_space)
         self.vae = vae_settings(vae)
         self._vaes = VAEStore(self.vae)

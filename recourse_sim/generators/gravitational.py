@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from recourse_sim.errors import ConfigError
+from recourse_sim.generators.base import non_negative
 from recourse_sim.generators.generic import GenericGenerator
 from recourse_sim.utils import counter_rng
 
@@ -25,31 +26,14 @@ class GravitationalGenerator(GenericGenerator):
     """Generic objective plus λ₂ times the Frobenius distance to a target-class centroid."""
 
     def __init__(
-        self,
-        cost_weight: float = 0.1,
-        gravity_weight: float = 5.0,
-        n_neighbours: int | None = 50,
-        learning_rate: float = 0.01,
-        max_iter: int = 100,
-        decision_threshold: float | None = None,
-        step_tolerance: float = 1e-3,
-        init_noise: float = 0.1,
-        **search_options,
+        self, gravity_weight: float = 5.0, n_neighbours: int | None = 50, **search_options
     ):
-        super().__init__(
-            cost_weight,
-            learning_rate,
-            max_iter,
-            decision_threshold,
-            step_tolerance,
-            init_noise,
-            **search_options,  # latent_space, vae
-        )
-        if float(gravity_weight) < 0:
-            raise ConfigError("generator.gravity_weight", gravity_weight, "a non-negative number")
+        # The study searches past validity so that the pull can act.
+        search_options.setdefault("decision_threshold", None)
+        super().__init__(**search_options)
         if n_neighbours is not None and int(n_neighbours) < 1:
             raise ConfigError("generator.n_neighbours", n_neighbours, "a positive integer or null")
-        self.gravity_weight = float(gravity_weight)
+        self.gravity_weight = non_negative("generator.gravity_weight", gravity_weight)
         self.n_neighbours = None if n_neighbours is None else int(n_neighbours)
 
     def setup(self, problem) -> torch.Tensor:

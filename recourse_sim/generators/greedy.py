@@ -32,19 +32,9 @@ class _Budget:
 class GreedyGenerator(GradientGenerator):
     """One most-salient feature per step, bounded changes per feature."""
 
-    def __init__(
-        self,
-        step_size: float = 0.1,
-        max_changes: int = 10,
-        max_iter: int = 100,
-        decision_threshold: float | None = 0.5,
-        step_tolerance: float = 1e-3,
-        init_noise: float = 0.1,
-        **search_options,
-    ):
-        super().__init__(
-            0.0, 1.0, max_iter, decision_threshold, step_tolerance, init_noise, **search_options
-        )
+    def __init__(self, step_size: float = 0.1, max_changes: int = 10, **search_options):
+        # No distance penalty, and the JSMA step replaces gradient descent's learning rate.
+        super().__init__(cost_weight=0.0, **search_options)
         if not float(step_size) > 0:
             raise ConfigError("generator.step_size", step_size, "a positive number")
         if int(max_changes) < 1:

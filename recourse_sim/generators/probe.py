@@ -17,6 +17,7 @@ import math
 import torch
 
 from recourse_sim.errors import ConfigError
+from recourse_sim.generators.base import check_probability, non_negative
 from recourse_sim.generators.generic import GenericGenerator
 
 _SQRT2 = math.sqrt(2.0)
@@ -27,37 +28,18 @@ class ProbeGenerator(GenericGenerator):
 
     def __init__(
         self,
-        cost_weight: float = 0.1,
         invalidation_weight: float = 1.0,
         invalidation_target: float = 0.1,
         noise_variance: float = 0.01,
-        learning_rate: float = 0.01,
-        max_iter: int = 100,
-        decision_threshold: float | None = 0.5,
-        step_tolerance: float = 1e-3,
-        init_noise: float = 0.1,
         **search_options,
     ):
-        super().__init__(
-            cost_weight,
-            learning_rate,
-            max_iter,
-            decision_threshold,
-            step_tolerance,
-            init_noise,
-            **search_options,  # latent_space, vae
-        )
-        if float(invalidation_weight) < 0:
-            raise ConfigError(
-                "generator.invalidation_weight", invalidation_weight, "a non-negative number"
-            )
-        if not 0.0 < float(invalidation_target) < 1.0:
-            raise ConfigError(
-                "generator.invalidation_target", invalidation_target, "a rate strictly in (0, 1)"
-            )
+        super().__init__(**search_options)
+        check_probability("generator.invalidation_target", invalidation_target)
         if not float(noise_variance) > 0:
             raise ConfigError("generator.noise_variance", noise_variance, "a positive number")
-        self.invalidation_weight = float(invalidation_weight)
+        self.invalidation_weight = non_negative(
+            "generator.invalidation_weight", invalidation_weight
+        )
         self.invalidation_target = float(invalidation_target)
         self.noise_variance = float(noise_variance)
 

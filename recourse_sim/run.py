@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from recourse_sim.data.base import Dataset, train_test_split
 from recourse_sim.errors import ConfigError
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
-from recourse_sim.utils import RandomStreams
+from recourse_sim.utils import RandomStreams, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,46 @@ def load_data(cfg: DictConfig, streams: RandomStreams) -> tuple[Dataset, Dataset
     return train_test_split(data, test_size, streams.numpy("split"))
 
 
+DEVICES = "'cpu', 'cuda', 'cuda:N' (N a GPU index) or 'auto' (cuda if available, else cpu)"
+
+
+def resolve_device(value: object) -> torch.device:
+    """The torch device named by the ``device`` key, or :class:`ConfigError` if it is unusable."""
+    if not isinstance(value, str):
+        raise ConfigError("device", value, DEVICES)
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ConfigError("device", value, DEVICES) from None
+    if device.type == "cpu":
+        return torch.device("cpu")  # one CPU device, whatever index was given
+    if device.type != "cuda":
+        raise ConfigError("device", value, DEVICES)
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "device",
+            value,
+            "CUDA is not available on this machine (torch.cuda.is_available() is False); "
+            "use device=cpu, or device=auto to take a GPU only where there is one",
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError("device", value, f"a GPU index below {count}, the GPUs on this machine")
+    return device
+
+
 def fingerprint(cfg: DictConfig) -> str:
-    """A hash of everything that determines the results (to refuse resuming a different run)."""
+    """A hash of everything that determines the results (to refuse resuming a different run).
+
+    ``device`` is left out: a checkpoint holds CPU tensors, so a run may resume on another device
+    (its later rounds then agree with an uninterrupted run to float tolerance, not bit for bit).
+    """
     relevant = {
         k: v
         for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-        if k not in ("resume", "progress", "hydra")
+        if k not in ("resume", "progress", "hydra", "processes", "device")
     }
     return hashlib.sha256(repr(sorted(relevant.items())).encode()).hexdigest()
 
@@ -90,9 +124,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
     if output_dir is None:
         output_dir = HydraConfig.get().runtime.output_dir
     output_dir = Path(output_dir)
+    device = resolve_device(cfg.get("device", "cpu"))  # first: CUDA may be missing altogether
     streams = RandomStreams(cfg.seed)
     torch.set_num_threads(int(cfg.get("torch_threads", 1)))
     simulation_config = SimulationConfig(**OmegaConf.to_container(cfg.simulation, resolve=True))
+    workers = WorkerPool(cfg.get("processes", 1))
+    if device.type != "cpu":
+        workers = WorkerPool(1)  # worker processes would copy the GPU's work back to the CPU
     # Build everything first, so that any bad value stops the run before work starts.
     models = {
         name: build(node, f"model.{name}") for name, node in named_nodes(cfg, "model").items()
@@ -107,10 +145,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
     }
     train, test = load_data(cfg, streams)
     log.info(
-        "data: %d training and %d test rows, %d features",
+        "data: %d training and %d test rows, %d features; device %s",
         train.n_samples,
         test.n_samples,
         train.n_features,
+        device,
     )
     simulation = RecourseSimulation(
         train=train,
@@ -122,8 +161,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
         streams=streams,
         recorder=Recorder(output_dir, fingerprint=fingerprint(cfg)),
         progress=bool(cfg.get("progress", True)),
+        workers=workers,
+        device=device,
     )
-    simulation.run(resume=bool(cfg.get("resume", False)))
+    # Workers start now and import torch while the simulation pre-trains.
+    with workers:
+        simulation.run(resume=bool(cfg.get("resume", False)))
     report = cfg.get("report")
     if report is not None and report.enabled:
         from recourse_sim.report import build_run_report

@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+
+from recourse_sim.errors import ConfigError
+from recourse_sim.run import resolve_device
 
 TINY = [
     "simulation.n_rounds=2",
@@ -191,6 +195,51 @@ def test_same_seed_gives_byte_identical_metrics(tmp_path):
     assert (tmp_path / "a/metrics.csv").read_bytes() == (tmp_path / "b/metrics.csv").read_bytes()
 
 
+def test_training_in_one_process_agrees_with_two(tmp_path):
+    # The default shares retraining between two processes; one process gives the same results
+    # up to float rounding (the shards' vectorised updates round in different places).
+    cli("model=deep_ensemble", *TINY, run_dir=tmp_path / "two")
+    cli("model=deep_ensemble", *TINY, "processes=1", run_dir=tmp_path / "one")
+    two = pd.read_csv(tmp_path / "two/metrics.csv")
+    one = pd.read_csv(tmp_path / "one/metrics.csv")
+    pd.testing.assert_frame_equal(one, two, check_exact=False, rtol=1e-3, atol=1e-4)
+
+
+def test_explicit_cpu_device_gives_byte_identical_metrics(tmp_path):
+    cli("model=mlp", *TINY, run_dir=tmp_path / "default")
+    devices = ["cpu"] if torch.cuda.is_available() else ["cpu", "auto"]  # auto: cpu here
+    for device in devices:
+        cli("model=mlp", f"device={device}", *TINY, run_dir=tmp_path / device)
+        for name in ("metrics.csv", "recourse.csv", "final_population.csv"):
+            expected = (tmp_path / "default" / name).read_bytes()
+            assert (tmp_path / device / name).read_bytes() == expected, (device, name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available on this machine")
+def test_cuda_without_a_gpu_stops_before_any_work(tmp_path):
+    result = cli("device=cuda", "progress=false", run_dir=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "<device='cuda'>" in result.stderr
+    assert "CUDA is not available on this machine" in result.stderr
+    assert "device=cpu" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any((tmp_path / name).exists() for name in ("metrics.csv", "recourse.csv"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("cpu", "cpu"), ("cpu:0", "cpu"), ("auto", "cuda" if torch.cuda.is_available() else "cpu")],
+)
+def test_device_values_resolve(value, expected):
+    assert resolve_device(value) == torch.device(expected)
+
+
+@pytest.mark.parametrize("value", ["tpu9", "mps", "gpu", "", 0, None])
+def test_unusable_device_values_name_the_key(value):
+    with pytest.raises(ConfigError, match=r"<device=.*'cpu', 'cuda', 'cuda:N'.*'auto'"):
+        resolve_device(value)
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -201,6 +250,8 @@ def test_same_seed_gives_byte_identical_metrics(tmp_path):
         (["+generator.generic.step_size=2"], "generator.generic"),
         (["data.n_samples=7"], "data.n_samples"),
         (["seed=-1"], "seed"),
+        (["processes=0"], "processes"),
+        (["device=tpu9"], "<device='tpu9'>"),
     ],
 )
 def test_bad_values_stop_before_any_work(overrides, expected, tmp_path):

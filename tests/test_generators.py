@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 
@@ -411,3 +412,28 @@ def test_growing_spheres_feature_selection_makes_changes_sparse():
     changed = (result.counterfactuals[0] != torch.tensor(data.X[rows])[:, None, :]).sum(-1)
     # Sampled points move every feature; after selection most keep some features unchanged.
     assert changed.double().mean() < 4
+
+
+@pytest.mark.parametrize("config", GENERATOR_CONFIGS, ids=lambda p: p.stem)
+def test_search_creates_its_tensors_on_the_problems_device(config, data):
+    # With torch's default device set to "meta", a tensor created without device= lands there
+    # and clashes with the problem's CPU tensors: a CPU-only check of what runs on a GPU.
+    # Dropout in the search and ensemble members take the keyed-mask paths as well.
+    spec = DeepEnsemble(n_members=2, hidden_sizes=(8,), dropout=0.2, pretrain={"epochs": 5})
+    model = spec.initialise(data.n_features, torch.Generator().manual_seed(0))
+    X, y = torch.tensor(data.X)[None], torch.tensor(data.y)[None]
+    model.fit(X, y, spec.pretrain, torch.Generator().manual_seed(1))
+    model = model.replicate(2)
+    rows = np.flatnonzero(data.y == 0)[:6]
+    search = problem(data, model, rows, n_systems=2, K=3)
+    (node,) = OmegaConf.load(config).values()
+    vae = {"vae": {"epochs": 2, "retrain_epochs": 1}} if "vae" in node else {}
+    overrides = {"max_iter": 15, **vae}
+    plain = load_generator(config, **overrides).search(search)
+    generator = load_generator(config, **overrides)
+    with torch.device("meta"):
+        strict = generator.search(search)
+    for field in dataclasses.fields(plain):
+        expected, got = getattr(plain, field.name), getattr(strict, field.name)
+        assert got.device.type == "cpu", field.name
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True, msg=field.name)

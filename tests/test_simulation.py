@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,8 @@ from recourse_sim.generators import GenericGenerator, ReviseGenerator, WachterGe
 from recourse_sim.metrics.base import MetricResult
 from recourse_sim.models import MLP, LogisticRegression
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
-from recourse_sim.utils import RandomStreams
+from recourse_sim.utils import RandomStreams, WorkerPool
+from recourse_sim.utils.device import to_device
 
 
 class MeanShift:
@@ -27,7 +30,7 @@ class MeanShift:
         return MetricResult(float(np.linalg.norm(shift)))
 
 
-def make_simulation(recorder=None, seed=0, generators=None, **config):
+def make_simulation(recorder=None, seed=0, generators=None, workers=None, device="cpu", **config):
     data = blobs(n_per_class=50, std=0.4, seed=3)
     train, test = train_test_split(data, 0.2, np.random.default_rng(0))
     settings = {
@@ -45,7 +48,8 @@ def make_simulation(recorder=None, seed=0, generators=None, **config):
             "logistic": LogisticRegression(pretrain={"epochs": 40}, retrain={"epochs": 1}),
             "mlp": MLP(hidden_sizes=(8,), pretrain={"epochs": 40}, retrain={"epochs": 1}),
         },
-        generators={
+        generators=generators
+        or {
             "generic": GenericGenerator(max_iter=30),
             "wachter": WachterGenerator(max_iter=30),
         },
@@ -54,6 +58,8 @@ def make_simulation(recorder=None, seed=0, generators=None, **config):
         streams=RandomStreams(seed),
         recorder=recorder,
         progress=False,
+        workers=workers,
+        device=device,
     )
 
 
@@ -134,6 +140,30 @@ def test_same_seed_same_results_and_different_seed_differs(tmp_path):
         runs.append((tmp_path / folder / "metrics.csv").read_bytes())
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
+
+
+def test_work_shared_with_worker_processes_gives_the_same_results(tmp_path):
+    # Four (model, generator) searches, one of them latent (it keeps its VAEs, so it must stay
+    # in this process), and two stacks to train, shared between two processes.
+    def generators():
+        return {
+            "generic": GenericGenerator(max_iter=30),
+            "wachter": WachterGenerator(max_iter=30),
+            "revise": ReviseGenerator(max_iter=20, vae={"epochs": 5, "retrain_epochs": 2}),
+        }
+
+    make_simulation(Recorder(tmp_path / "alone"), generators=generators()).run()
+    with WorkerPool(2) as workers:
+        shared = make_simulation(
+            Recorder(tmp_path / "shared"), generators=generators(), workers=workers
+        )
+        shared.run()
+    assert shared.generators["revise"].state_dict()  # its VAEs were fitted here
+    for name in ("metrics.csv", "recourse.csv", "final_population.csv"):
+        alone = pd.read_csv(tmp_path / "alone" / name)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "shared" / name), alone, check_exact=False, rtol=1e-4, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("latent", [False, True], ids=["feature-space", "latent-space"])
@@ -228,3 +258,80 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     make_simulation(Recorder(tmp_path, fingerprint="one"), n_rounds=1).run()
     with pytest.raises(ConfigError, match="resume"):
         make_simulation(Recorder(tmp_path, fingerprint="two"), n_rounds=1).run(resume=True)
+
+
+def _tensors(value):
+    """Every tensor inside nested dicts, lists and dataclasses (as in a checkpoint state)."""
+    if torch.is_tensor(value):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    elif dataclasses.is_dataclass(value):
+        value = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    if isinstance(value, list | tuple):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def test_simulation_places_every_tensor_it_makes_on_its_device():
+    # With torch's default device set to "meta", a tensor created without device= lands there
+    # and clashes with the simulation's CPU tensors: a CPU-only check of what runs on a GPU.
+    generators = {
+        "generic": GenericGenerator(max_iter=30),
+        "revise": ReviseGenerator(max_iter=10, vae={"epochs": 3, "retrain_epochs": 1}),
+    }
+    plain = make_simulation(generators=generators, n_rounds=2, candidates="label").run()
+    generators = {
+        "generic": GenericGenerator(max_iter=30),
+        "revise": ReviseGenerator(max_iter=10, vae={"epochs": 3, "retrain_epochs": 1}),
+    }
+    strict = make_simulation(generators=generators, n_rounds=2, candidates="label")
+    with torch.device("meta"):
+        strict.run()
+    assert strict.recorder.recourse.n_chosen.sum() > 0
+    pd.testing.assert_frame_equal(strict.recorder.recourse, plain.recorder.recourse)
+    pd.testing.assert_frame_equal(strict.recorder.metrics, plain.recorder.metrics)
+    exact = {"rtol": 0, "atol": 0, "equal_nan": True}
+    for name in plain.models:
+        torch.testing.assert_close(strict.populations[name], plain.populations[name], **exact)
+        flat = strict.classifiers[name].nets.flat
+        torch.testing.assert_close(flat, plain.classifiers[name].nets.flat, **exact)
+
+
+def test_checkpoint_state_is_on_the_cpu_and_moves_whole(tmp_path):
+    generators = {"revise": ReviseGenerator(max_iter=5, vae={"epochs": 2, "retrain_epochs": 1})}
+    sim = make_simulation(Recorder(tmp_path), n_rounds=1, generators=generators)
+    sim.run()
+    state = sim._state()
+    assert state["generators"]["revise"]["systems"]  # the VAEs travel with the checkpoint
+    tensors = _tensors(state)
+    assert len(tensors) > 10 and all(t.device.type == "cpu" for t in tensors)
+    # _restore moves the state like this; the VAEs inside generator states must come along.
+    moved = _tensors(to_device(state, "meta"))
+    assert len(moved) == len(tensors) and all(t.device.type == "meta" for t in moved)
+    assert all(t.device.type == "cpu" for t in _tensors(state))  # the original is untouched
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_agrees_with_cpu_run(tmp_path):
+    generators = lambda: {  # noqa: E731
+        "generic": GenericGenerator(max_iter=30),
+        "revise": ReviseGenerator(max_iter=10, vae={"epochs": 3, "retrain_epochs": 1}),
+    }
+    cpu = make_simulation(Recorder(tmp_path / "cpu"), generators=generators()).run()
+    gpu = make_simulation(Recorder(tmp_path / "gpu"), generators=generators(), device="cuda")
+    gpu.run()
+    for name in gpu.models:
+        assert gpu.populations[name].is_cuda and gpu.classifiers[name].nets.flat.is_cuda
+    # Float rounding differs between devices; the decisions and the metrics must not.
+    pd.testing.assert_frame_equal(
+        gpu.recorder.recourse, cpu.recorder.recourse, check_exact=False, rtol=1e-3, atol=1e-4
+    )
+    pd.testing.assert_frame_equal(
+        gpu.recorder.metrics, cpu.recorder.metrics, check_exact=False, rtol=1e-3, atol=1e-4
+    )
+    # A GPU checkpoint holds CPU tensors and resumes on the CPU.
+    assert all(t.device.type == "cpu" for t in _tensors(gpu._state()))
+    resumed = make_simulation(Recorder(tmp_path / "gpu"), generators=generators())
+    resumed.run(resume=True)
+    assert resumed.round == gpu.round

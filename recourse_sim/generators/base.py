@@ -13,7 +13,7 @@ other individuals or systems share its batch.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -65,6 +65,16 @@ class FeatureSpace:
     def n_features(self) -> int:
         """Number of features."""
         return int(self.scale.shape[0])
+
+    def to(self, device: str | torch.device) -> FeatureSpace:
+        """This space with its tensors on ``device`` (where the searches run)."""
+        return replace(
+            self,
+            scale=self.scale.to(device),
+            mutability=self.mutability.to(device),
+            lower=self.lower.to(device),
+            upper=self.upper.to(device),
+        )
 
     def mask_step(self, step: torch.Tensor) -> torch.Tensor:
         """Apply per-feature mutability to a step (as CE.jl: to the step, not the gradient)."""
@@ -161,6 +171,11 @@ class Generator(ABC):
     @abstractmethod
     def search(self, problem: SearchProblem) -> SearchResult:
         """Find ``K`` counterfactuals for every individual of every system in ``problem``."""
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether a search updates state kept across rounds (it then runs in the main process)."""
+        return False
 
     def state_dict(self) -> dict:
         """State kept across rounds (e.g. fitted generative models), for checkpoints."""

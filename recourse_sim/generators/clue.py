@@ -35,4 +35,4 @@ class ClueGenerator(GenericGenerator):
 
     def converged(self, counterfactuals, logits, state) -> torch.Tensor:
         """Never early: run the full ``max_iter`` steps."""
-        return torch.zeros(logits.shape[:2], dtype=torch.bool)
+        return torch.zeros(logits.shape[:2], dtype=torch.bool, device=logits.device)

@@ -34,7 +34,7 @@ class DiceGenerator(GenericGenerator):
         states = counterfactuals / state  # z-space up to a shift, which distances ignore
         gaps = (states.unsqueeze(-2) - states.unsqueeze(-3)).pow(2).sum(-1)
         # sqrt has no gradient at 0 (the diagonal): take it on a floor and zero the diagonal.
-        eye = torch.eye(states.shape[-2], dtype=states.dtype)
+        eye = torch.eye(states.shape[-2], dtype=states.dtype, device=states.device)
         distances = gaps.clamp_min(1e-12).sqrt() * (1 - eye)
         kernel = 1.0 / (1.0 + distances) + self.jitter * eye
         return distance - self.diversity_weight * torch.linalg.det(kernel)

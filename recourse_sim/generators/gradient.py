@@ -155,8 +155,8 @@ class GradientGenerator(Generator):
             already = torch.sigmoid(target_logits(factuals.expand(S, B, K, d)))[..., 0]
             already = already >= self.validity_threshold
         active = ~already
-        n_iterations = torch.zeros(S, B, dtype=torch.int64)
-        last_step_small = torch.zeros(S, B, dtype=torch.bool)
+        n_iterations = torch.zeros(S, B, dtype=torch.int64, device=factuals.device)
+        last_step_small = torch.zeros(S, B, dtype=torch.bool, device=factuals.device)
         dropout_keys = self._dropout_keys(problem, S, B, K)
         threshold = self.validity_threshold
         position = space.initial
@@ -202,15 +202,21 @@ class GradientGenerator(Generator):
             return _LatentSpace(problem, factuals, K, self._vaes.for_systems(problem))
         # Offsets from the factual in z-score space; the initial perturbation follows
         # CounterfactualExplanations.jl's :add_perturbation initialisation.
+        device = factuals.device
         noise = counter_rng.normal(
             _INIT_STREAM,
             problem.round_key,
             problem.system_keys.view(S, 1, 1, 1),
             problem.individual_ids.view(S, B, 1, 1),
-            torch.arange(K).view(1, 1, K, 1),
-            torch.arange(d).view(1, 1, 1, d),
+            torch.arange(K, device=device).view(1, 1, K, 1),
+            torch.arange(d, device=device).view(1, 1, 1, d),
         )
         return _FeatureOffsets(problem.space, factuals, self.init_noise * noise)
+
+    @property
+    def keeps_state(self) -> bool:
+        """A latent-space search fits and keeps one VAE per system."""
+        return self.latent_space
 
     def state_dict(self) -> dict:
         """State kept across rounds (the latent space's VAEs), for checkpoints."""
@@ -228,10 +234,11 @@ class GradientGenerator(Generator):
         if not (spec.dropout > 0 and spec.dropout_in_search):
             return None
         members = model.n_members
+        device = problem.individual_ids.device
         system = problem.system_keys.repeat_interleave(members).view(-1, 1, 1)
-        member = torch.arange(members).repeat(S).view(-1, 1, 1)
+        member = torch.arange(members, device=device).repeat(S).view(-1, 1, 1)
         ids = problem.individual_ids.repeat_interleave(members, dim=0).view(-1, B, 1)
-        ks = torch.arange(K).view(1, 1, K)
+        ks = torch.arange(K, device=device).view(1, 1, K)
         keys = counter_rng.hash_keys(_DROPOUT_STREAM, problem.round_key, system, member, ids, ks)
         return keys.reshape(S * members, B * K)
 
@@ -242,7 +249,8 @@ class GradientGenerator(Generator):
         keep = 1.0 - model.spec.dropout
         masks = []
         for layer, width in enumerate(model.spec.hidden_sizes):
-            u = counter_rng.uniform(keys.unsqueeze(-1), iteration, layer, torch.arange(width))
+            columns = torch.arange(width, device=keys.device)
+            u = counter_rng.uniform(keys.unsqueeze(-1), iteration, layer, columns)
             masks.append((u < keep).to(torch.float32) / keep)
         return masks
 
@@ -300,8 +308,8 @@ class _LatentSpace:
             problem.round_key,
             problem.system_keys.view(S, 1, 1, 1),
             problem.individual_ids.view(S, B, 1, 1),
-            torch.arange(K).view(1, 1, K, 1),
-            torch.arange(L).view(1, 1, 1, L),
+            torch.arange(K, device=mu.device).view(1, 1, K, 1),
+            torch.arange(L, device=mu.device).view(1, 1, 1, L),
         )
         self.initial = mu.unsqueeze(2).double() + torch.exp(log_sigma).unsqueeze(2).double() * eps
 

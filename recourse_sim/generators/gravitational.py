@@ -41,7 +41,7 @@ class GravitationalGenerator(GenericGenerator):
         X = problem.population_X.to(torch.float64)
         positive = problem.population_y == problem.target
         S, B = problem.individual_ids.shape
-        centroids = torch.empty(S, B, 1, X.shape[-1], dtype=torch.float64)
+        centroids = torch.empty(S, B, 1, X.shape[-1], dtype=torch.float64, device=X.device)
         for s in range(S):
             rows = X[s][positive[s]]
             if len(rows) == 0:  # no positives at all: no pull
@@ -55,7 +55,7 @@ class GravitationalGenerator(GenericGenerator):
                 problem.round_key,
                 problem.system_keys[s],
                 problem.individual_ids[s].view(B, 1),
-                torch.arange(self.n_neighbours).view(1, -1),
+                torch.arange(self.n_neighbours, device=X.device).view(1, -1),
             )
             draws = (u * len(rows)).long().clamp_max(len(rows) - 1)  # with replacement
             centroids[s, :, 0] = rows[draws].mean(1)

@@ -48,14 +48,15 @@ class GreedyGenerator(GradientGenerator):
 
     def penalty(self, counterfactuals, factuals, logits, state) -> torch.Tensor:
         """No distance penalty (the method's plausibility comes from the model's confidence)."""
-        return torch.zeros(counterfactuals.shape[:2], dtype=counterfactuals.dtype)
+        return counterfactuals.new_zeros(counterfactuals.shape[:2])
 
     def step(self, grad: torch.Tensor, n_counterfactuals: int, state: _Budget) -> torch.Tensor:
         """Move the most salient admissible feature of each counterfactual by ``step_size``."""
         if state.changes is None:
             state.changes = torch.zeros_like(grad, dtype=torch.int64)
-            state.limit = torch.full((*grad.shape[:-1], 1), float(self.max_changes))
-            state.passes = torch.zeros((*grad.shape[:-1], 1))
+            shape = (*grad.shape[:-1], 1)
+            state.limit = torch.full(shape, float(self.max_changes), device=grad.device)
+            state.passes = torch.zeros(shape, device=grad.device)
         mut = state.mutability
         # The step is -step_size * sign(grad): increase-only needs grad < 0, decrease-only > 0.
         admissible = (mut != IMMUTABLE) & (grad != 0)

@@ -80,11 +80,13 @@ class GrowingSpheresGenerator(Generator):
 
         already = enemy_proba(factuals.unsqueeze(2))[..., 0] >= self.decision_threshold
         phase = torch.where(already, _DONE, _SHRINK)
-        eta = torch.full((S, B), self.step, dtype=torch.float64)
-        low = torch.zeros(S, B, dtype=torch.float64)
+        device = factuals.device
+        eta = torch.full((S, B), self.step, dtype=torch.float64, device=device)
+        low = torch.zeros(S, B, dtype=torch.float64, device=device)
         high = eta.clone()
-        found = torch.zeros(S, B, K, d, dtype=torch.float64)  # z-score offsets of the enemies
-        n_iterations = torch.zeros(S, B, dtype=torch.int64)
+        # z-score offsets of the enemies
+        found = torch.zeros(S, B, K, d, dtype=torch.float64, device=device)
+        n_iterations = torch.zeros(S, B, dtype=torch.int64, device=device)
         keys = (problem.round_key, problem.system_keys.view(S, 1, 1, 1))
         ids = problem.individual_ids.view(S, B, 1, 1)
 
@@ -112,7 +114,7 @@ class GrowingSpheresGenerator(Generator):
                 nearest = distance.argsort(dim=-1)[..., :K]
                 # Fewer than K enemies: repeat the nearest one.
                 n_enemies = enemy.sum(-1, keepdim=True)
-                slot = torch.arange(K).view(1, 1, K)
+                slot = torch.arange(K, device=device).view(1, 1, K)
                 nearest = torch.where(slot < n_enemies, nearest, nearest[..., :1])
                 chosen = torch.gather(offsets, 2, nearest.unsqueeze(-1).expand(-1, -1, -1, d))
                 found = torch.where(hit.view(S, B, 1, 1), chosen, found)
@@ -134,8 +136,10 @@ class GrowingSpheresGenerator(Generator):
     def _sample_layer(keys, ids, iteration, low, high, n, d, n_free, space) -> torch.Tensor:
         """``n`` points per individual, uniform in the layer ``[low, high)`` over mutable axes."""
         S, B = low.shape
-        draw = (*keys, ids, iteration, torch.arange(n).view(1, 1, n, 1))
-        direction = counter_rng.normal(_SAMPLE_STREAM, *draw, torch.arange(d).view(1, 1, 1, d))
+        device = low.device
+        draw = (*keys, ids, iteration, torch.arange(n, device=device).view(1, 1, n, 1))
+        columns = torch.arange(d, device=device).view(1, 1, 1, d)
+        direction = counter_rng.normal(_SAMPLE_STREAM, *draw, columns)
         mut = space.mutability
         direction = torch.where(mut == IMMUTABLE, 0.0, direction)
         direction = torch.where(mut == MUTABLE_INCREASE, direction.abs(), direction)

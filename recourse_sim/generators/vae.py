@@ -123,11 +123,12 @@ class VAEStore:
         enc_arch, dec_arch = self._architectures(d)
         fresh = [k for k in keys if k not in self._systems]
         for key in fresh:
+            # A CPU generator on every device: the same initial VAE wherever the search runs.
             generator = torch.Generator().manual_seed(
                 int(counter_rng.hash_keys(_INIT_STREAM, key).item())
             )
-            encoder = StackedNetworks(enc_arch, 1).initialise(generator)
-            decoder = StackedNetworks(dec_arch, 1).initialise(generator)
+            encoder = StackedNetworks(enc_arch, 1, device=X.device).initialise(generator)
+            decoder = StackedNetworks(dec_arch, 1, device=X.device).initialise(generator)
             params = encoder.parameters_of(0) + decoder.parameters_of(0)
             self._systems[key] = _SystemVAE(
                 encoder=[t.clone() for t in encoder.parameters_of(0)],
@@ -174,12 +175,12 @@ class VAEStore:
             ]
             for m in range(2)
         ]
-        steps = [torch.tensor(systems[0].steps) for _ in nets]
-        key_column = torch.tensor(keys).view(S, 1)
+        # The step count lives with the parameters: torch's fused Adam kernel reads it there.
+        steps = [torch.tensor(systems[0].steps, device=X.device) for _ in nets]
+        key_column = torch.tensor(keys, device=X.device).view(S, 1)
+        rows = torch.arange(N, device=X.device).view(1, N)
         for epoch in range(epochs):
-            shuffle = counter_rng.uniform(
-                _SHUFFLE_STREAM, round_key, key_column, epoch, torch.arange(N).view(1, N)
-            )
+            shuffle = counter_rng.uniform(_SHUFFLE_STREAM, round_key, key_column, epoch, rows)
             order = torch.argsort(shuffle, dim=1)
             for start in range(0, N, s.batch_size):
                 index = order[:, start : start + s.batch_size]
@@ -194,8 +195,8 @@ class VAEStore:
                     epoch,
                     start,
                     key_column.view(S, 1, 1),
-                    torch.arange(n).view(1, n, 1),
-                    torch.arange(s.latent_dim).view(1, 1, -1),
+                    torch.arange(n, device=X.device).view(1, n, 1),
+                    torch.arange(s.latent_dim, device=X.device).view(1, 1, -1),
                     dtype=torch.float32,
                 )
                 recon = vae.decode(mu + torch.exp(log_sigma) * eps)
@@ -210,6 +211,7 @@ class VAEStore:
                 with torch.no_grad():
                     for p, g, m1, m2, step in zip(params, grads, *moments, steps, strict=True):
                         p.requires_grad_(False)
+                        step += 1  # adam_step reads this update's number t
                         adam_step(p, g, m1, m2, step, s.learning_rate)
         for i, system in enumerate(systems):
             system.encoder = [t.clone() for t in vae.encoder.parameters_of(i)]

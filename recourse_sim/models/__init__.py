@@ -8,7 +8,7 @@ from recourse_sim.models.classifier import (
     StackedClassifier,
 )
 from recourse_sim.models.network import Architecture, StackedNetworks
-from recourse_sim.models.training import TrainingSchedule, train_lockstep
+from recourse_sim.models.training import TrainingSchedule, train_lockstep, train_stacks
 
 __all__ = [
     "MLP",
@@ -20,4 +20,5 @@ __all__ = [
     "StackedNetworks",
     "TrainingSchedule",
     "train_lockstep",
+    "train_stacks",
 ]

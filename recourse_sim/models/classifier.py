@@ -27,7 +27,8 @@ import torch
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.models.network import Architecture, StackedNetworks
-from recourse_sim.models.training import TrainingSchedule, train_lockstep
+from recourse_sim.models.training import TrainingJob, TrainingSchedule, train_stacks
+from recourse_sim.utils.workers import WorkerPool
 
 
 def _schedule(value: TrainingSchedule | Mapping | None, default: TrainingSchedule, key: str):
@@ -83,10 +84,18 @@ class ClassifierSpec:
         """The network layout for ``input_dim`` features."""
         return Architecture(int(input_dim), self.hidden_sizes, self.activation, self.dropout)
 
-    def initialise(self, input_dim: int, generator: torch.Generator) -> StackedClassifier:
-        """A freshly initialised single system (all its members)."""
-        nets = StackedNetworks(self.architecture(input_dim), self.n_members).initialise(generator)
-        return StackedClassifier(self, nets, n_systems=1)
+    def initialise(
+        self,
+        input_dim: int,
+        generator: torch.Generator,
+        device: str | torch.device | None = None,
+    ) -> StackedClassifier:
+        """A freshly initialised single system (all its members) on ``device`` (default: CPU).
+
+        The weights are drawn from ``generator`` and do not depend on ``device``.
+        """
+        nets = StackedNetworks(self.architecture(input_dim), self.n_members, device=device)
+        return StackedClassifier(self, nets.initialise(generator), n_systems=1)
 
     def __repr__(self) -> str:
         return (
@@ -166,9 +175,17 @@ class StackedClassifier:
         logits = self.nets.logits(self._per_net(X.to(torch.float32)), masks)
         return logits.view(self.n_systems, self.n_members, -1).mean(dim=1)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (inputs are moved there)."""
+        return self.nets.flat.device
+
     def proba(self, X: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Positive-class probability ``(n_systems, n)``: the mean member probability."""
-        X = X.to(torch.float32) if torch.is_tensor(X) else torch.tensor(X, dtype=torch.float32)
+        """Positive-class probability ``(n_systems, n)`` on :attr:`device`: the mean member one."""
+        if torch.is_tensor(X):
+            X = X.to(device=self.device, dtype=torch.float32)
+        else:
+            X = torch.tensor(X, dtype=torch.float32, device=self.device)
         if X.ndim == 2:  # the same rows for every system
             X = X.unsqueeze(0).expand(self.n_systems, -1, -1)
         with torch.no_grad():
@@ -181,10 +198,24 @@ class StackedClassifier:
         y: torch.Tensor,
         schedule: TrainingSchedule,
         generator: torch.Generator,
+        pool: WorkerPool | None = None,
     ) -> StackedClassifier:
-        """Train each system (each of its members) on its own rows, in place; returns self."""
-        train_lockstep(self.nets, self._per_net(X), self._per_net(y), schedule, generator)
+        """Train each system (each of its members) on its own rows, in place; returns self.
+
+        ``pool`` shares the networks between processes (see :func:`train_lockstep`).
+        """
+        train_stacks([self.training_job(X, y, schedule, generator)], pool)
         return self
+
+    def training_job(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        schedule: TrainingSchedule,
+        generator: torch.Generator,
+    ) -> TrainingJob:
+        """What :meth:`fit` trains, for :func:`train_stacks` (several classifiers at once)."""
+        return (self.nets, self._per_net(X), self._per_net(y), schedule, generator)
 
     def replicate(self, n_systems: int) -> StackedClassifier:
         """``n_systems`` independent copies of this single system."""
@@ -201,7 +232,7 @@ class StackedClassifier:
 
     def proba_of(self, system: int, X: torch.Tensor | np.ndarray) -> np.ndarray:
         """Probabilities ``(n,)`` of one system on rows ``X`` ``(n, d)``."""
-        return self.select([system]).proba(X)[0].numpy().astype(np.float64)
+        return self.select([system]).proba(X)[0].cpu().numpy().astype(np.float64)
 
     def clone(self) -> StackedClassifier:
         """An independent copy of all systems."""
@@ -212,9 +243,9 @@ class StackedClassifier:
         tensors = []
         for member in range(self.n_members):
             net = system * self.n_members + member
-            tensors.extend(t.detach().numpy().copy() for t in self.nets.parameters_of(net))
+            tensors.extend(t.detach().cpu().numpy().copy() for t in self.nets.parameters_of(net))
         return tensors
 
     def member_keys(self) -> torch.Tensor:
         """Member index of each network, for keyed random draws (dropout in the search)."""
-        return torch.arange(self.n_members).repeat(self.n_systems)
+        return torch.arange(self.n_members, device=self.device).repeat(self.n_systems)

@@ -64,12 +64,18 @@ class StackedNetworks:
     whole-model operations (optimiser steps, copies, differences) are single tensor operations.
     """
 
-    def __init__(self, architecture: Architecture, n_nets: int, flat: torch.Tensor | None = None):
+    def __init__(
+        self,
+        architecture: Architecture,
+        n_nets: int,
+        flat: torch.Tensor | None = None,
+        device: str | torch.device | None = None,
+    ):
         self.architecture = architecture
         self.n_nets = int(n_nets)
         total = self.n_nets * architecture.n_parameters
-        if flat is None:
-            flat = torch.zeros(total, dtype=torch.float32)
+        if flat is None:  # ``device`` only places a new buffer; a given one stays where it is
+            flat = torch.zeros(total, dtype=torch.float32, device=device)
         if flat.shape != (total,):
             raise ValueError(f"flat parameters must have shape ({total},), got {tuple(flat.shape)}")
         self.flat = flat
@@ -87,12 +93,17 @@ class StackedNetworks:
         return weights, biases
 
     def initialise(self, generator: torch.Generator) -> StackedNetworks:
-        """Glorot-uniform weights and zero biases (Flux's ``Dense`` defaults), in place."""
+        """Glorot-uniform weights and zero biases (Flux's ``Dense`` defaults), in place.
+
+        The draws are made on ``generator``'s device and copied over, so a CPU generator gives
+        the same initial weights whichever device the stack lives on.
+        """
         with torch.no_grad():
             for weight, bias in zip(self.weights, self.biases, strict=True):
                 fan_in, fan_out = weight.shape[1:]
                 limit = (6.0 / (fan_in + fan_out)) ** 0.5
-                weight.uniform_(-limit, limit, generator=generator)
+                draw = torch.empty(weight.shape, dtype=weight.dtype, device=generator.device)
+                weight.copy_(draw.uniform_(-limit, limit, generator=generator))
                 bias.zero_()
         return self
 
@@ -102,8 +113,8 @@ class StackedNetworks:
 
     def take(self, nets: Sequence[int] | torch.Tensor) -> StackedNetworks:
         """A new stack holding copies of the networks ``nets`` (in that order)."""
-        nets = torch.as_tensor(nets, dtype=torch.long)
-        out = StackedNetworks(self.architecture, len(nets))
+        nets = torch.as_tensor(nets, dtype=torch.long, device=self.flat.device)
+        out = StackedNetworks(self.architecture, len(nets), device=self.flat.device)
         with torch.no_grad():
             for dst, src in zip(out.weights + out.biases, self.weights + self.biases, strict=True):
                 dst.copy_(src[nets])
@@ -113,8 +124,12 @@ class StackedNetworks:
     def from_parameters(
         cls, architecture: Architecture, parameters: Sequence[Sequence[torch.Tensor]]
     ) -> StackedNetworks:
-        """Stack per-network parameter lists (as :meth:`parameters_of` returns them)."""
-        out = cls(architecture, len(parameters))
+        """Stack per-network parameter lists (as :meth:`parameters_of` returns them).
+
+        The stack lives on the device of the first network's parameters.
+        """
+        device = parameters[0][0].device if parameters and parameters[0] else None
+        out = cls(architecture, len(parameters), device=device)
         with torch.no_grad():
             for i, tensors in enumerate(parameters):
                 for dst, src in zip(out.parameters_of(i), tensors, strict=True):
@@ -128,16 +143,34 @@ class StackedNetworks:
             tensors.extend([weight[net], bias[net]])
         return tensors
 
-    def dropout_masks(self, n_rows: int, generator: torch.Generator) -> list[torch.Tensor] | None:
-        """Inverted-dropout masks (0 or ``1/(1-p)``) per hidden layer; None without dropout."""
+    def assign(self, start: int, part: StackedNetworks) -> None:
+        """Overwrite networks ``start, start + 1, ...`` with the networks of ``part``."""
+        with torch.no_grad():
+            for dst, src in zip(
+                self.weights + self.biases, part.weights + part.biases, strict=True
+            ):
+                dst[start : start + part.n_nets].copy_(src)
+
+    def dropout_masks(
+        self, n_rows: int, streams: Sequence[torch.Generator]
+    ) -> list[torch.Tensor] | None:
+        """Inverted-dropout masks (0 or ``1/(1-p)``) per hidden layer; None without dropout.
+
+        Network ``i`` draws its masks from ``streams[i]`` alone, so they do not depend on which
+        other networks share the stack.
+        """
         p = self.architecture.dropout
         if p == 0.0:
             return None
+        if len(streams) != self.n_nets:
+            raise ValueError(f"need one stream per network ({self.n_nets}), got {len(streams)}")
         keep = 1.0 - p
-        return [
-            (torch.rand(self.n_nets, n_rows, h, generator=generator) < keep).float() / keep
-            for h in self.architecture.hidden_sizes
-        ]
+        masks = [[] for _ in self.architecture.hidden_sizes]
+        for stream in streams:
+            for layer, width in enumerate(self.architecture.hidden_sizes):
+                masks[layer].append(torch.rand(n_rows, width, generator=stream) < keep)
+        # Drawn from the (CPU) streams, then moved: the same masks on every device.
+        return [torch.stack(layer).to(self.flat.device).float().div_(keep) for layer in masks]
 
     def logits(
         self,

@@ -20,6 +20,7 @@ import torch
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.models.network import StackedNetworks
+from recourse_sim.utils.workers import WorkerPool
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def train_lockstep(
     y: torch.Tensor,
     schedule: TrainingSchedule,
     generator: torch.Generator,
+    pool: WorkerPool | None = None,
 ) -> None:
     """Train every network on its own rows, in place, with a fresh Adam state.
 
@@ -61,9 +63,99 @@ def train_lockstep(
         schedule: Epochs, batch size (the last batch of an epoch may be smaller, as Flux's
             ``DataLoader``) and learning rate.
         generator: Random stream for dropout masks.
+        pool: Processes to share the networks between (None: this process alone). The result
+            does not depend on it beyond float rounding.
     """
-    if schedule.epochs == 0 or X.shape[1] == 0:
+    train_stacks([(nets, X, y, schedule, generator)], pool)
+
+
+#: One training job of :func:`train_stacks`: ``(nets, X, y, schedule, generator)``.
+TrainingJob = tuple[StackedNetworks, torch.Tensor, torch.Tensor, TrainingSchedule, torch.Generator]
+
+
+def train_stacks(jobs: list[TrainingJob], pool: WorkerPool | None = None) -> None:
+    """Train independent stacks (each as :func:`train_lockstep`), sharing them between processes.
+
+    A single stack is cut into one slice of networks per process; several stacks are spread
+    whole over the processes, the costliest first, each to the least loaded process.
+    """
+    tasks = []  # (nets, start, stop, arguments of _train_shard, estimated cost)
+    for nets, X, y, schedule, generator in jobs:
+        if schedule.epochs == 0 or X.shape[1] == 0:
+            continue
+        # One dropout stream per network, seeded from ``generator``: a network's masks then do
+        # not depend on which other networks share its stack or its process.
+        seeds = None
+        if nets.architecture.dropout > 0:
+            seeds = torch.randint(0, 2**62, (nets.n_nets,), generator=generator).tolist()
+        shared = pool is not None and nets.flat.device.type == "cpu"
+        parts = pool.shards(nets.n_nets) if shared and len(jobs) == 1 else [(0, nets.n_nets)]
+        steps = schedule.epochs * -(-X.shape[1] // schedule.batch_size)
+        for start, stop in parts:
+            if not shared:
+                _train(nets, X, y, schedule, seeds)
+                continue
+            arguments = (
+                nets.architecture,
+                nets.take(range(start, stop)).flat.numpy(),
+                X[start:stop].to(torch.float32).numpy(),
+                y[start:stop].to(torch.float32).numpy(),
+                schedule,
+                None if seeds is None else seeds[start:stop],
+            )
+            tasks.append((nets, start, stop, arguments, steps * _step_cost(nets, stop - start)))
+    if not tasks:
         return
+    results = pool.run_all(
+        [(_train_shard, arguments) for *_, arguments, _ in tasks],
+        movable=[True] * len(tasks),
+        costs=[cost for *_, cost in tasks],
+    )
+    for (nets, start, stop, *_), flat in zip(tasks, results, strict=True):
+        nets.assign(start, StackedNetworks(nets.architecture, stop - start, torch.from_numpy(flat)))
+
+
+def _step_cost(nets: StackedNetworks, n_nets: int) -> float:
+    """Rough microseconds per training step (measured here: per-operation overhead + Adam)."""
+    return 6.0 + 5.0 * nets.architecture.n_layers + 0.0015 * n_nets * nets.architecture.n_parameters
+
+
+def _train_shard(architecture, flat, X, y, schedule, seeds):
+    """Train one slice of networks, numpy in, numpy out (so a worker process can run it)."""
+    nets = StackedNetworks(architecture, len(X), torch.from_numpy(flat))
+    _train(nets, torch.from_numpy(X), torch.from_numpy(y), schedule, seeds)
+    return nets.flat.numpy()
+
+
+def _train(
+    nets: StackedNetworks,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    schedule: TrainingSchedule,
+    seeds: list[int] | None,
+) -> None:
+    """The training loop of :func:`train_lockstep`, in this process."""
+    # Adam's moment estimates decay geometrically wherever a gradient stays zero (dead ReLU
+    # units, dropped units) and reach subnormal floats after some hundred steps; arithmetic on
+    # those is over ten times slower here. Flushing them to zero changes updates by < 1e-30.
+    torch.set_flush_denormal(True)
+    try:
+        if int(schedule.batch_size) == 1:
+            _train_per_sample(nets, X, y, schedule, seeds)
+        else:
+            _train_batched(nets, X, y, schedule, seeds)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train_batched(
+    nets: StackedNetworks,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    schedule: TrainingSchedule,
+    seeds: list[int] | None,
+) -> None:
+    """Any batch size: forward and hand-written backward pass over all networks at once."""
     X = X.to(torch.float32).contiguous()
     y = y.to(torch.float32).unsqueeze(-1).contiguous()  # (n_nets, N, 1), shaped like the logits
     n_rows = X.shape[1]
@@ -72,7 +164,6 @@ def train_lockstep(
     grad_weights, grad_biases = nets.views(grad)
     exp_avg = torch.zeros_like(nets.flat)
     exp_avg_sq = torch.zeros_like(nets.flat)
-    step = torch.zeros((), dtype=torch.float32)
     batch = int(schedule.batch_size)
     lr = float(schedule.learning_rate)
     activate = _ACTIVATE_WITH_GRADIENT[arch.activation]
@@ -80,10 +171,12 @@ def train_lockstep(
     biases = [b.unsqueeze(1) for b in nets.biases]
     weights_t = [w.transpose(1, 2) for w in nets.weights]
     grad_biases = [g.unsqueeze(1) for g in grad_biases]
+    streams = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
     with torch.no_grad():
-        for _ in range(int(schedule.epochs)):
-            masks = nets.dropout_masks(n_rows, generator)
-            for start in range(0, n_rows, batch):
+        for epoch in range(int(schedule.epochs)):
+            masks = None if streams is None else nets.dropout_masks(n_rows, streams)
+            steps = _step_counts(epoch, -(-n_rows // batch), nets.flat.device)
+            for step, start in zip(steps, range(0, n_rows, batch), strict=True):
                 stop = min(start + batch, n_rows)
                 # Forward pass, keeping each layer's input and activation slope for the backward
                 # pass. Every operation covers all networks at once; none allocates gradients.
@@ -108,6 +201,109 @@ def train_lockstep(
                 adam_step(nets.flat, grad, exp_avg, exp_avg_sq, step, lr)
 
 
+def _train_per_sample(
+    nets: StackedNetworks,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    schedule: TrainingSchedule,
+    seeds: list[int] | None,
+) -> None:
+    """Batch size 1 (the reference's default), with as few tensor operations per step as possible.
+
+    A step's tensors are tiny, so its cost is the number of operations, not their size. With
+    one row per step a row vector and a column vector share their memory, so every activation
+    and gradient lives in a buffer allocated once and viewed both ways; the operations write into
+    those buffers (``out=``), the bias gradients are the back-propagated deltas themselves, and
+    no step allocates, reshapes or transposes anything.
+    """
+    arch = nets.architecture
+    n, n_rows = nets.n_nets, X.shape[1]
+    hidden = arch.hidden_sizes
+    n_layers = arch.n_layers
+    # Per-row views of the data, made once: rows (n, 1, d), columns (n, d, 1), labels (n, 1, 1).
+    X = X.to(torch.float32).contiguous()
+    x_rows = X.unsqueeze(2).unbind(1)
+    x_cols = X.unsqueeze(3).unbind(1)
+    y_rows = y.to(torch.float32).reshape(n, n_rows, 1, 1).unbind(1)
+    # Row-vector times matrix is the fast orientation of batched products for these shapes.
+    weights_t = [w.transpose(1, 2) for w in nets.weights]  # (n, out, in), for the backward pass
+    bias_rows = [b.unsqueeze(1) for b in nets.biases]  # (n, 1, out)
+    grad = torch.zeros_like(nets.flat)
+    grad_weights, grad_biases = nets.views(grad)
+    # The delta at layer l's output is its bias gradient: it is computed straight into that buffer.
+    deltas = [g.unsqueeze(1) for g in grad_biases]  # (n, 1, out)
+    device = nets.flat.device
+    pre = [torch.empty(n, 1, h, device=device) for h in hidden]
+    gate = [torch.empty(n, 1, h, device=device) for h in hidden]
+    act = [torch.empty(n, 1, h, device=device) for h in hidden]
+    act_cols = [a.view(n, h, 1) for a, h in zip(act, hidden, strict=True)]  # same memory
+    logit = torch.empty(n, 1, 1, device=device)
+    exp_avg = torch.zeros_like(nets.flat)
+    exp_avg_sq = torch.zeros_like(nets.flat)
+    lr = float(schedule.learning_rate)
+    smooth = arch.activation != "relu"  # tanh, sigmoid: slopes kept from the forward pass
+    last = n_layers - 1
+    streams = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
+    with torch.no_grad():
+        for epoch in range(int(schedule.epochs)):
+            steps = _step_counts(epoch, n_rows, nets.flat.device)
+            masks = None
+            if streams is not None:
+                masks = [m.unsqueeze(2).unbind(1) for m in nets.dropout_masks(n_rows, streams)]
+            for row in range(n_rows):
+                inputs = [x_rows[row], *act]
+                input_cols = [x_cols[row], *act_cols]
+                for layer in range(last):
+                    linear = pre[layer] if smooth else act[layer]
+                    torch.baddbmm(bias_rows[layer], inputs[layer], nets.weights[layer], out=linear)
+                    if smooth:
+                        _smooth_activation(arch.activation, pre[layer], gate[layer], act[layer])
+                    else:
+                        act[layer].clamp_min_(0.0)
+                    if masks is not None:
+                        act[layer].mul_(masks[layer][row])
+                        if smooth:
+                            gate[layer].mul_(masks[layer][row])
+                torch.baddbmm(bias_rows[last], inputs[last], nets.weights[last], out=logit)
+                # d(BCE-with-logits)/d(logit) = sigmoid(logit) - y.
+                torch.sigmoid(logit, out=deltas[last]).sub_(y_rows[row])
+                for layer in range(last, -1, -1):
+                    # Outer product of the layer's input (column) and its output delta (row).
+                    torch.mul(input_cols[layer], deltas[layer], out=grad_weights[layer])
+                    if layer == 0:
+                        continue
+                    below = torch.bmm(deltas[layer], weights_t[layer], out=deltas[layer - 1])
+                    if smooth:
+                        below.mul_(gate[layer - 1])
+                        continue
+                    # ReLU: zero where the output is zero (inactive or dropped), then scale the
+                    # kept units as the forward pass did.
+                    _relu_backward(below, act[layer - 1], 0.0, grad_input=below)
+                    if masks is not None:
+                        below.mul_(masks[layer - 1][row])
+                adam_step(nets.flat, grad, exp_avg, exp_avg_sq, steps[row], lr)
+
+
+def _step_counts(epoch: int, steps_per_epoch: int, device) -> tuple[torch.Tensor, ...]:
+    """Adam's step numbers t = 1, 2, ... for one epoch, as the 0-d tensors its kernel reads."""
+    first = epoch * steps_per_epoch + 1
+    counts = torch.arange(first, first + steps_per_epoch, dtype=torch.float32, device=device)
+    return counts.unbind()
+
+
+_relu_backward = torch.ops.aten.threshold_backward.grad_input
+
+
+def _smooth_activation(name: str, pre, gate, act) -> None:
+    """Tanh or sigmoid of ``pre`` into ``act`` and its slope into ``gate``."""
+    if name == "tanh":
+        torch.tanh(pre, out=act)
+        torch.mul(act, act, out=gate).neg_().add_(1.0)
+    else:
+        torch.sigmoid(pre, out=act)
+        torch.sub(1.0, act, out=gate).mul_(act)
+
+
 def _adam_step_reference(
     param: torch.Tensor,
     grad: torch.Tensor,
@@ -116,8 +312,10 @@ def _adam_step_reference(
     step: torch.Tensor,
     lr: float,
 ) -> None:
-    """One Adam update (Kingma & Ba 2015, in the form Flux and torch share), in place."""
-    step += 1
+    """One Adam update (Kingma & Ba 2015, in the form Flux and torch share), in place.
+
+    ``step`` holds this update's number t (1 for the first).
+    """
     beta1, beta2 = ADAM_BETAS
     exp_avg.lerp_(grad, 1.0 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
@@ -136,7 +334,6 @@ def _adam_step_fused(
     lr: float,
 ) -> None:
     """The same update through torch's fused kernel (one pass over memory; ~3x faster here)."""
-    step += 1  # the kernel reads the step count; torch.optim increments it beforehand too
     torch._fused_adam_(
         [param],
         [grad],

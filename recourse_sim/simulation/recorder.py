@@ -125,7 +125,8 @@ class Recorder:
         """The saved state, or None when there is nothing to resume from."""
         if self.directory is None or not self._path(self.checkpoint_file).exists():
             return None
-        saved = torch.load(self._path(self.checkpoint_file), weights_only=False)
+        # The simulation moves the state to its own device; CPU tensors load on any machine.
+        saved = torch.load(self._path(self.checkpoint_file), map_location="cpu", weights_only=False)
         if saved.get("fingerprint") != self.fingerprint:
             from recourse_sim.errors import ConfigError
 

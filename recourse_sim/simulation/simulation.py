@@ -40,9 +40,12 @@ from recourse_sim.generators.base import FeatureSpace, Generator, SearchProblem
 from recourse_sim.metrics.base import EvaluationContext, Metric
 from recourse_sim.models.classifier import ClassifierSpec, StackedClassifier
 from recourse_sim.models.network import StackedNetworks
+from recourse_sim.models.training import train_stacks
 from recourse_sim.simulation.config import SimulationConfig
 from recourse_sim.simulation.recorder import Recorder
 from recourse_sim.utils import RandomStreams, counter_rng
+from recourse_sim.utils.device import to_device
+from recourse_sim.utils.workers import WorkerPool
 
 _PICK_STREAM = 0x91C4
 
@@ -76,6 +79,10 @@ class RecourseSimulation:
         streams: The run's named random streams.
         recorder: Where results go as they are produced (None: keep them in memory only).
         progress: Show a progress bar over rounds.
+        workers: Processes that share the training and the searches (None: this process).
+            Results do not depend on it.
+        device: Where the populations, classifiers and searches live (metrics always run on the
+            CPU). Random draws do not depend on it.
 
     Main API: :meth:`run` (optionally resuming from the recorder's checkpoint); afterwards
     :attr:`populations`, :attr:`labels` and :attr:`classifiers` hold the final state.
@@ -92,6 +99,8 @@ class RecourseSimulation:
         streams: RandomStreams,
         recorder: Recorder | None = None,
         progress: bool = True,
+        workers: WorkerPool | None = None,
+        device: str | torch.device = "cpu",
     ):
         if not models:
             raise ConfigError("model", dict(models), "at least one model")
@@ -107,7 +116,10 @@ class RecourseSimulation:
         self.streams = streams
         self.recorder = recorder or Recorder(None)
         self.progress = progress
-        self.space = FeatureSpace.from_data(train)
+        self.device = torch.device(device)
+        # Worker processes compute on the CPU, so a run on another device keeps its work here.
+        self.workers = workers if self.device.type == "cpu" else None
+        self.space = FeatureSpace.from_data(train).to(self.device)
         self.reference_X = np.vstack([train.X, test.X])
         self.reference_y = np.concatenate([train.y, test.y])
         R = config.n_repetitions
@@ -132,19 +144,25 @@ class RecourseSimulation:
 
     def _pretrain(self) -> None:
         """Train each model once on the initial data; every system starts from that model."""
-        X = torch.tensor(self.train.X, dtype=torch.float64)
-        y = torch.tensor(self.train.y, dtype=torch.int64)
+        device = self.device
+        X = torch.tensor(self.train.X, dtype=torch.float64, device=device)
+        y = torch.tensor(self.train.y, dtype=torch.int64, device=device)
+        jobs = []
         for name, spec in self.models.items():
-            model = spec.initialise(self.train.n_features, self.streams.torch(f"init:{name}"))
-            model.fit(X[None], y[None], spec.pretrain, self.streams.torch(f"pretrain:{name}"))
+            init = self.streams.torch(f"init:{name}")  # a CPU stream: same weights on any device
+            self.initial[name] = spec.initialise(self.train.n_features, init, device)
+            generator = self.streams.torch(f"pretrain:{name}")
+            jobs.append(self.initial[name].training_job(X[None], y[None], spec.pretrain, generator))
+        train_stacks(jobs, self.workers)
+        for name, model in self.initial.items():
             n = len(self.systems[name])
-            self.initial[name] = model
             self.classifiers[name] = model.replicate(n)
             self.populations[name] = X.unsqueeze(0).repeat(n, 1, 1)
             self.labels[name] = y.unsqueeze(0).repeat(n, 1)
-            self.recourse_count[name] = torch.zeros(n, len(y), dtype=torch.int64)
-            self.first_recourse[name] = torch.full((n, len(y)), -1, dtype=torch.int64)
-            self.last_recourse[name] = torch.full((n, len(y)), -1, dtype=torch.int64)
+            never = torch.full((n, len(y)), -1, dtype=torch.int64, device=device)
+            self.recourse_count[name] = torch.zeros(n, len(y), dtype=torch.int64, device=device)
+            self.first_recourse[name] = never
+            self.last_recourse[name] = never.clone()
 
     # --- the schedule ----------------------------------------------------------------------
 
@@ -199,7 +217,7 @@ class RecourseSimulation:
     def _decision_phase(self, env: simpy.Environment, round_number: int):
         """Candidates (intersection over all systems of a repetition) and the chosen individuals."""
         R, N = self.config.n_repetitions, self.train.n_samples
-        candidates = torch.ones(R, N, dtype=torch.bool)
+        candidates = torch.ones(R, N, dtype=torch.bool, device=self.device)
         for name, classifier in self.classifiers.items():
             if self.config.candidates == "prediction":
                 # A probability of exactly 0.5 counts as negative (Julia's round-half-to-even).
@@ -209,7 +227,7 @@ class RecourseSimulation:
             candidates &= (~positive).view(-1, R, N).all(dim=0)
         chosen, pool_sizes = [], []
         for rep in range(R):
-            pool = torch.nonzero(candidates[rep]).flatten().numpy()
+            pool = torch.nonzero(candidates[rep]).flatten().cpu().numpy()
             # Python's round() rounds half to even, like Julia's round() in the reference.
             n_chosen = round(self.config.recourse_fraction * len(pool))
             rng = self.streams.numpy("selection", rep, round_number)
@@ -225,28 +243,27 @@ class RecourseSimulation:
         width = max(len(c) for c in chosen)
         # Pad every repetition's batch to the widest one; padded rows are searched and discarded
         # (keyed randomness makes the real rows independent of them).
-        ids = torch.zeros(R, width, dtype=torch.int64)
-        real = torch.zeros(R, width, dtype=torch.bool)
+        padded = np.zeros((R, width), dtype=np.int64)
         for rep, c in enumerate(chosen):
-            ids[rep, : len(c)] = torch.as_tensor(c, dtype=torch.int64)
-            real[rep, : len(c)] = True
-        rows = []
+            padded[rep, : len(c)] = c
+        ids = torch.as_tensor(padded, device=self.device)
+        rows, searches = [], []
         for name, classifier in self.classifiers.items():
             for g, generator in enumerate(self.generators.values()):
-                slots = torch.arange(g * R, (g + 1) * R)
-                systems = [self.systems[name][int(s)] for s in slots]
+                slots = torch.arange(g * R, (g + 1) * R, device=self.device)
+                systems = self.systems[name][g * R : (g + 1) * R]
                 if width == 0:
                     rows.extend(self._recourse_row(s, round_number, pool_sizes) for s in systems)
                     continue
                 population = self.populations[name][slots]
-                factuals = torch.gather(
-                    population, 1, ids.unsqueeze(-1).expand(-1, -1, population.shape[-1])
-                )
-                keys = torch.tensor([s.key for s in systems], dtype=torch.int64)
                 problem = SearchProblem(
-                    factuals=factuals,
+                    factuals=torch.gather(
+                        population, 1, ids.unsqueeze(-1).expand(-1, -1, population.shape[-1])
+                    ),
                     individual_ids=ids,
-                    system_keys=keys,
+                    system_keys=torch.tensor(
+                        [s.key for s in systems], dtype=torch.int64, device=self.device
+                    ),
                     model=classifier.select(slots.tolist()),
                     space=self.space,
                     population_X=population,
@@ -254,99 +271,115 @@ class RecourseSimulation:
                     n_counterfactuals=K,
                     round_key=round_number,
                 )
-                result = generator.search(problem)
-                pick = counter_rng.uniform(_PICK_STREAM, round_number, keys.view(-1, 1), ids)
-                pick = (pick * K).long().clamp_max(K - 1)  # one of the K, uniformly at random
-                implemented = torch.gather(
-                    result.counterfactuals,
-                    2,
-                    pick.view(R, width, 1, 1).expand(-1, -1, 1, factuals.shape[-1]),
-                ).squeeze(2)
-                probability = torch.gather(result.probabilities, 2, pick.unsqueeze(-1)).squeeze(-1)
-                new_labels = (
-                    probability > 0.5
-                ).long()  # the model's own prediction, pre-retraining
-                for rep, system in enumerate(systems):
-                    n = len(chosen[rep])
-                    index = ids[rep, :n]
-                    self.populations[name][system.slot, index] = implemented[rep, :n]
-                    self.labels[name][system.slot, index] = new_labels[rep, :n]
-                    self.recourse_count[name][system.slot, index] += 1
-                    first = self.first_recourse[name][system.slot]
-                    first[index] = torch.where(first[index] < 0, round_number, first[index])
-                    self.last_recourse[name][system.slot, index] = round_number
-                    rows.append(
-                        self._recourse_row(
-                            system,
-                            round_number,
-                            pool_sizes,
-                            factual=factuals[rep, :n],
-                            implemented=implemented[rep, :n],
-                            probabilities=result.probabilities[rep, :n],
-                            converged=result.converged[rep, :n],
-                            n_iterations=result.n_iterations[rep, :n],
-                            threshold=generator.decision_threshold or 0.5,
-                        )
+                searches.append((name, generator, systems, problem))
+        # The searches of different (model, generator) pairs are independent: share them out.
+        results = self._run_searches(
+            [(generator, problem) for _, generator, _, problem in searches]
+        )
+        for (name, generator, systems, problem), result in zip(searches, results, strict=True):
+            factuals, keys = problem.factuals, problem.system_keys
+            pick = counter_rng.uniform(_PICK_STREAM, round_number, keys.view(-1, 1), ids)
+            pick = (pick * K).long().clamp_max(K - 1)  # one of the K, uniformly at random
+            implemented = torch.gather(
+                result.counterfactuals,
+                2,
+                pick.view(R, width, 1, 1).expand(-1, -1, 1, factuals.shape[-1]),
+            ).squeeze(2)
+            probability = torch.gather(result.probabilities, 2, pick.unsqueeze(-1)).squeeze(-1)
+            new_labels = (probability > 0.5).long()  # the model's own prediction, pre-retraining
+            for rep, system in enumerate(systems):
+                n = len(chosen[rep])
+                index = ids[rep, :n]
+                self.populations[name][system.slot, index] = implemented[rep, :n]
+                self.labels[name][system.slot, index] = new_labels[rep, :n]
+                self.recourse_count[name][system.slot, index] += 1
+                first = self.first_recourse[name][system.slot]
+                first[index] = torch.where(first[index] < 0, round_number, first[index])
+                self.last_recourse[name][system.slot, index] = round_number
+                rows.append(
+                    self._recourse_row(
+                        system,
+                        round_number,
+                        pool_sizes,
+                        factual=factuals[rep, :n],
+                        implemented=implemented[rep, :n],
+                        probabilities=result.probabilities[rep, :n],
+                        converged=result.converged[rep, :n],
+                        n_iterations=result.n_iterations[rep, :n],
+                        threshold=generator.decision_threshold or 0.5,
                     )
+                )
         self.recorder.append_recourse(rows)
         yield env.timeout(0)
 
+    def _run_searches(self, searches: list[tuple[Generator, SearchProblem]]) -> list:
+        """Every search's result, in order; workers take the searches that keep no state."""
+        calls = [(_search, (generator, problem)) for generator, problem in searches]
+        if self.workers is None:
+            return [fn(*args) for fn, args in calls]
+        return self.workers.run_all(calls, [not generator.keeps_state for generator, _ in searches])
+
     def _retraining_phase(self, env, round_number: int):
         """Every classifier continues training on its system's current population."""
-        for name, classifier in self.classifiers.items():
-            spec = self.models[name]
-            generator = self.streams.torch(f"retrain:{name}", round_number)
-            classifier.fit(self.populations[name], self.labels[name], spec.retrain, generator)
+        jobs = [
+            classifier.training_job(
+                self.populations[name],
+                self.labels[name],
+                self.models[name].retrain,
+                self.streams.torch(f"retrain:{name}", round_number),
+            )
+            for name, classifier in self.classifiers.items()
+        ]
+        train_stacks(jobs, self.workers)
         yield env.timeout(0)
 
     def _evaluation_phase(self, env, round_number: int):
         """Every metric for every system, current state versus initial state."""
         n_permutations = self.config.n_permutations if round_number > 0 else 0
-        rows = []
+        calls = []
         for name, classifier in self.classifiers.items():
             initial = self.initial[name]
-            initial_reference = initial.proba(self.reference_X)[0].numpy().astype(np.float64)
-            current_reference = classifier.proba(self.reference_X).numpy().astype(np.float64)
+            initial_reference = initial.proba(self.reference_X)[0].cpu().numpy().astype(np.float64)
+            current_reference = classifier.proba(self.reference_X).cpu().numpy().astype(np.float64)
+            # The metrics work in numpy: one transfer per model, not one per system.
+            populations = self.populations[name].cpu()
+            labels = self.labels[name].cpu()
             initial_params = initial.parameters_of(0)
+            initial_proba = _CachedProba(self.reference_X, initial_reference, initial)
             for system in self.systems[name]:
                 context = EvaluationContext(
                     reference_X=self.reference_X,
                     reference_y=self.reference_y,
-                    train_X=self.populations[name][system.slot].numpy(),
-                    train_y=self.labels[name][system.slot].numpy(),
+                    train_X=populations[system.slot].numpy(),
+                    train_y=labels[system.slot].numpy(),
                     test_X=self.test.X,
                     test_y=self.test.y,
-                    proba_initial=_cached(self.reference_X, initial_reference, initial.proba_of, 0),
-                    proba_current=_cached(
+                    proba_initial=initial_proba,
+                    proba_current=_CachedProba(
                         self.reference_X,
                         current_reference[system.slot],
-                        classifier.proba_of,
-                        system.slot,
+                        classifier.select([system.slot]),
                     ),
                     params_initial=initial_params,
                     params_current=classifier.parameters_of(system.slot),
                     rng=np.random.default_rng(0),
                     n_permutations=n_permutations,
                 )
-                for metric_name, metric in self.metrics.items():
-                    context.rng = self.streams.numpy(
-                        f"metric:{metric_name}:{system.model}/{system.generator}",
+                streams = {
+                    metric: self.streams.numpy(
+                        f"metric:{metric}:{system.model}/{system.generator}",
                         system.repetition,
                         round_number,
                     )
-                    result = metric(context)
-                    rows.append(
-                        {
-                            "repetition": system.repetition,
-                            "round": round_number,
-                            "model": system.model,
-                            "generator": system.generator,
-                            "metric": metric_name,
-                            "scope": metric.scope,
-                            "value": float(result.value),
-                            "p_value": np.nan if result.p_value is None else float(result.p_value),
-                        }
-                    )
+                    for metric in self.metrics
+                }
+                calls.append((_evaluate, (self.metrics, context, streams, system, round_number)))
+        # Systems are evaluated independently: share them out.
+        if self.workers is None:
+            results = [fn(*args) for fn, args in calls]
+        else:
+            results = self.workers.run_all(calls, movable=[True] * len(calls))
+        rows = [row for system_rows in results for row in system_rows]
         self.recorder.append_metrics(rows)
         yield env.timeout(0)
 
@@ -404,7 +437,7 @@ class RecourseSimulation:
         Reports draw the decision boundaries from it without reloading any model.
         """
         X = np.vstack(
-            [self.reference_X] + [p.reshape(-1, 2).numpy() for p in self.populations.values()]
+            [self.reference_X] + [p.reshape(-1, 2).cpu().numpy() for p in self.populations.values()]
         )
         low, high = X.min(0), X.max(0)
         pad = 0.1 * (high - low)
@@ -417,8 +450,8 @@ class RecourseSimulation:
         names = list(self.train.feature_names)
         frames = []
         for name, classifier in self.classifiers.items():
-            initial = self.initial[name].proba(grid)[0].numpy()
-            final = classifier.proba(grid).numpy()
+            initial = self.initial[name].proba(grid)[0].cpu().numpy()
+            final = classifier.proba(grid).cpu().numpy()
             for system in self.systems[name]:
                 for stage, proba in (("initial", initial), ("final", final[system.slot])):
                     frame = pd.DataFrame(grid, columns=names)
@@ -434,25 +467,29 @@ class RecourseSimulation:
         frames = []
         names = list(self.train.feature_names)
         for name, systems in self.systems.items():
+            populations, labels = self.populations[name].cpu(), self.labels[name].cpu()
+            count = self.recourse_count[name].cpu()
+            first, last = self.first_recourse[name].cpu(), self.last_recourse[name].cpu()
             for system in systems:
                 s = system.slot
-                frame = pd.DataFrame(self.populations[name][s].numpy(), columns=names)
+                frame = pd.DataFrame(populations[s].numpy(), columns=names)
                 frame.insert(0, "individual", np.arange(self.train.n_samples))
                 frame.insert(0, "generator", system.generator)
                 frame.insert(0, "model", system.model)
                 frame.insert(0, "repetition", system.repetition)
-                frame["label"] = self.labels[name][s].numpy()
+                frame["label"] = labels[s].numpy()
                 frame["initial_label"] = self.train.y
-                frame["n_recourse"] = self.recourse_count[name][s].numpy()
-                frame["first_recourse_round"] = self.first_recourse[name][s].numpy()
-                frame["last_recourse_round"] = self.last_recourse[name][s].numpy()
+                frame["n_recourse"] = count[s].numpy()
+                frame["first_recourse_round"] = first[s].numpy()
+                frame["last_recourse_round"] = last[s].numpy()
                 frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
     # --- checkpoints -----------------------------------------------------------------------
 
     def _state(self) -> dict:
-        return {
+        """Everything a resumed run needs, as CPU tensors (loadable on any machine)."""
+        state = {
             "round": self.round,
             "initial": {k: v.nets.flat for k, v in self.initial.items()},
             "classifiers": {k: v.nets.flat for k, v in self.classifiers.items()},
@@ -463,8 +500,10 @@ class RecourseSimulation:
             "last_recourse": self.last_recourse,
             "generators": {name: g.state_dict() for name, g in self.generators.items()},
         }
+        return to_device(state, "cpu")
 
     def _restore(self, state: dict) -> None:
+        state = to_device(state, self.device)
         if set(state["classifiers"]) != set(self.models):
             raise ConfigError(
                 "resume",
@@ -492,12 +531,51 @@ class RecourseSimulation:
         self.round = int(state["round"])
 
 
-def _cached(reference_X: np.ndarray, reference_proba: np.ndarray, proba_of, system: int):
-    """A probability function that answers the reference rows from a precomputed vector."""
+def _search(generator: Generator, problem: SearchProblem):
+    """One generator's batched search (a module-level function, so a worker can run it)."""
+    return generator.search(problem)
 
-    def proba(X: np.ndarray) -> np.ndarray:
-        if X is reference_X:
-            return reference_proba
-        return proba_of(system, X)
 
-    return proba
+class _CachedProba:
+    """One system's probabilities, answering the reference rows from a precomputed vector.
+
+    Several metrics ask for the reference rows; a class rather than a closure, so that a worker
+    process can evaluate.
+    """
+
+    def __init__(self, reference_X: np.ndarray, reference_proba: np.ndarray, model):
+        self.reference_X = reference_X
+        self.reference_proba = reference_proba
+        self.model = model  # a single-system StackedClassifier
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if X is self.reference_X:
+            return self.reference_proba
+        return self.model.proba(X)[0].cpu().numpy().astype(np.float64)
+
+
+def _evaluate(
+    metrics: Mapping[str, Metric],
+    context: EvaluationContext,
+    streams: Mapping[str, np.random.Generator],
+    system: System,
+    round_number: int,
+) -> list[dict]:
+    """Every metric of one system, as ``metrics.csv`` rows (module level: workers run it)."""
+    rows = []
+    for metric_name, metric in metrics.items():
+        context.rng = streams[metric_name]
+        result = metric(context)
+        rows.append(
+            {
+                "repetition": system.repetition,
+                "round": round_number,
+                "model": system.model,
+                "generator": system.generator,
+                "metric": metric_name,
+                "scope": metric.scope,
+                "value": float(result.value),
+                "p_value": np.nan if result.p_value is None else float(result.p_value),
+            }
+        )
+    return rows

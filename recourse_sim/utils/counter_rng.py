@@ -28,12 +28,20 @@ def _pcg_hash(value: torch.Tensor) -> torch.Tensor:
 
 
 def hash_keys(*keys: int | torch.Tensor) -> torch.Tensor:
-    """Hash broadcastable integer keys into 32-bit values (as int64), order-sensitive."""
+    """Hash broadcastable integer keys into 32-bit values (as int64), order-sensitive.
+
+    The result lives on the device of the tensor keys (the first one off the CPU, if any), so a
+    stray CPU key such as ``torch.arange(K)`` cannot clash with keys on a GPU.
+    """
     if not keys:
         raise ValueError("hash_keys needs at least one key")
+    device = next(
+        (k.device for k in keys if torch.is_tensor(k) and k.device.type != "cpu"),
+        torch.device("cpu"),
+    )
     state = None
     for key in keys:
-        key = torch.as_tensor(key, dtype=torch.int64) & _MASK32
+        key = torch.as_tensor(key, dtype=torch.int64, device=device) & _MASK32
         state = _pcg_hash(key if state is None else state ^ key)
     return state
 

@@ -6,10 +6,11 @@ data loader with batch size 1 and no shuffling: the rows are visited in order, o
 per row (Altmeyer et al., SaTML 2023, section IV; reference-semantics §1.6). That is a long chain
 of tiny sequential steps, so per-step overhead dominates. Here every network of a stack takes its
 step at the same time: the forward and backward passes are hand-written batched matrix products
-that write straight into one flat gradient buffer, and the Adam update is a handful of operations
-on the flat parameter vector. Each network still sees only its own rows in its own order, so the
-result equals training the networks one by one (``tests/test_models.py`` checks this against
-``torch.optim.Adam`` with autograd).
+that write straight into one flat gradient buffer (batch size 1 has a loop of its own that
+allocates nothing per step), and the Adam update is one fused kernel on the flat parameter
+vector. Each network still sees only its own rows in its own order, so the result equals training
+the networks one by one (``tests/test_models.py`` checks this against ``torch.optim.Adam`` with
+autograd). :func:`train_stacks` shares several stacks, or slices of one, between processes.
 """
 
 from __future__ import annotations

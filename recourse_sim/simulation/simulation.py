@@ -79,8 +79,8 @@ class RecourseSimulation:
         streams: The run's named random streams.
         recorder: Where results go as they are produced (None: keep them in memory only).
         progress: Show a progress bar over rounds.
-        workers: Processes that share the training and the searches (None: this process).
-            Results do not depend on it.
+        workers: Processes that share each round's training, searches and evaluations (None:
+            this process alone). Results do not depend on it beyond float rounding.
         device: Where the populations, classifiers and searches live (metrics always run on the
             CPU). Random draws do not depend on it.
 
@@ -315,9 +315,13 @@ class RecourseSimulation:
     def _run_searches(self, searches: list[tuple[Generator, SearchProblem]]) -> list:
         """Every search's result, in order; workers take the searches that keep no state."""
         calls = [(_search, (generator, problem)) for generator, problem in searches]
+        return self._share(calls, [not generator.keeps_state for generator, _ in searches])
+
+    def _share(self, calls: list, movable: list[bool]) -> list:
+        """Results of independent calls, in order, shared with the workers where there are any."""
         if self.workers is None:
             return [fn(*args) for fn, args in calls]
-        return self.workers.run_all(calls, [not generator.keeps_state for generator, _ in searches])
+        return self.workers.run_all(calls, movable)
 
     def _retraining_phase(self, env, round_number: int):
         """Every classifier continues training on its system's current population."""
@@ -375,10 +379,7 @@ class RecourseSimulation:
                 }
                 calls.append((_evaluate, (self.metrics, context, streams, system, round_number)))
         # Systems are evaluated independently: share them out.
-        if self.workers is None:
-            results = [fn(*args) for fn, args in calls]
-        else:
-            results = self.workers.run_all(calls, movable=[True] * len(calls))
+        results = self._share(calls, [True] * len(calls))
         rows = [row for system_rows in results for row in system_rows]
         self.recorder.append_metrics(rows)
         yield env.timeout(0)

@@ -89,7 +89,8 @@ def train_stacks(jobs: list[TrainingJob], pool: WorkerPool | None = None) -> Non
         seeds = None
         if nets.architecture.dropout > 0:
             seeds = torch.randint(0, 2**62, (nets.n_nets,), generator=generator).tolist()
-        shared = pool is not None and nets.flat.device.type == "cpu"
+        # Worker processes compute on the CPU; with none, train in place without copies.
+        shared = pool is not None and pool.processes > 1 and nets.flat.device.type == "cpu"
         parts = pool.shards(nets.n_nets) if shared and len(jobs) == 1 else [(0, nets.n_nets)]
         steps = schedule.epochs * -(-X.shape[1] // schedule.batch_size)
         for start, stop in parts:

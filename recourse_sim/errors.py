@@ -16,7 +16,29 @@ class ConfigError(ValueError):
         self.key = key
         self.value = value
         self.allowed = allowed
-        super().__init__(f"<{key}={value!r}> is not valid: {allowed}")
+        # The parts, not the message, are the arguments: SimPy re-creates an exception that
+        # leaves a process from its arguments.
+        super().__init__(key, value, allowed)
+
+    def __str__(self) -> str:
+        return f"<{self.key}={self.value!r}> is not valid: {self.allowed}"
+
+
+class OutputError(Exception):
+    """A result file could not be written (full disk, removed directory, lost permission).
+
+    Its arguments are plain text, so it survives being re-created from ``args`` (SimPy does so
+    when an exception leaves a process).
+    """
+
+    def __init__(self, path: object, error: OSError | str = ""):
+        reason = error.strerror or str(error) if isinstance(error, OSError) else str(error)
+        super().__init__(str(path), reason)
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"could not write {self.path}: {self.reason}"
 
 
 def check_choice(key: str, value: object, choices: Iterable[object]) -> None:

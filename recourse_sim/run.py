@@ -8,18 +8,24 @@ without it.
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from recourse_sim import checks
 from recourse_sim.data.base import Dataset, train_test_split
 from recourse_sim.errors import ConfigError
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
+from recourse_sim.simulation.rundir import RunDirectory
 from recourse_sim.utils import RandomStreams, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -28,7 +34,9 @@ log = logging.getLogger(__name__)
 def build(node: DictConfig, key: str, **kwargs):
     """Instantiate one ``_target_`` node, turning construction errors into :class:`ConfigError`.
 
-    Every instantiation of the project goes through here, so a later ``_target_`` allow-list
+    Errors name the key in full, as the user typed it: a constructor's ``generator.max_iter``
+    becomes ``generator.wachter.max_iter`` when ``key`` is ``generator.wachter``. Every
+    instantiation of the project goes through here, so a later ``_target_`` allow-list
     (hydra 1.4) is a one-line change.
     """
     if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -37,17 +45,82 @@ def build(node: DictConfig, key: str, **kwargs):
             OmegaConf.to_container(node) if isinstance(node, DictConfig) else node,
             "a config node with a _target_ (pick an option of the config group)",
         )
+    unknown = _unknown_arguments(node, kwargs)
+    if unknown:
+        name, allowed = unknown
+        raise ConfigError(f"{key}.{name}", node[name], f"a known key of {key}: {allowed}")
     try:
         return instantiate(node, **kwargs)
+    except ConfigError as error:
+        raise complete_key(error, key) from None
     except InstantiationException as error:
         cause = error.__cause__
         if isinstance(cause, ConfigError):
-            raise cause from None
+            raise complete_key(cause, key) from None
         if isinstance(cause, TypeError):
             raise ConfigError(
                 key, OmegaConf.to_container(node), f"valid arguments: {cause}"
             ) from None
         raise
+
+
+def complete_key(error: ConfigError, path: str) -> ConfigError:
+    """``error`` with its key completed to the full path of the node that raised it."""
+    group = path.split(".")[0]
+    key = error.key
+    if key == path or key.startswith(path + ".") or (path == group and key.startswith(group)):
+        return error
+    if key.startswith(group + "."):
+        key = path + key[len(group) :]
+    elif key != group:
+        key = f"{path}.{key}"
+    else:
+        key = path
+    return ConfigError(key, error.value, error.allowed)
+
+
+def _unknown_arguments(node: DictConfig, kwargs: dict) -> tuple[str, str] | None:
+    """The first key of ``node`` that its target does not accept, with the accepted ones."""
+    try:
+        target = get_object(node._target_)
+    except Exception:  # hydra reports a target it cannot locate itself
+        return None
+    accepted, open_ended = _parameters(target)
+    if open_ended:
+        return None
+    for name in node:
+        if name.startswith("_") or name in kwargs:
+            continue
+        if name not in accepted:
+            return str(name), ", ".join(k for k in accepted if k not in kwargs)
+    return None
+
+
+def _parameters(target) -> tuple[list[str], bool]:
+    """Keyword parameters of a callable (following ``**kwargs`` up a class's MRO)."""
+    functions = (
+        [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+        if (inspect.isclass(target))
+        else [target]
+    )
+    accepted: list[str] = []
+    for function in functions:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return accepted, True
+        forwards = False
+        for parameter in parameters:
+            if parameter.name == "self" or parameter.kind is parameter.VAR_POSITIONAL:
+                continue
+            if parameter.kind is parameter.VAR_KEYWORD:
+                forwards = True
+                continue
+            if parameter.name not in accepted:
+                accepted.append(parameter.name)
+        if not forwards:
+            return accepted, False
+    return accepted, True
 
 
 def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
@@ -65,7 +138,14 @@ def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
 def load_data(cfg: DictConfig, streams: RandomStreams) -> tuple[Dataset, Dataset]:
     """Load the data set and split it (stratified) into training and test sets."""
     node = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
-    test_size = node.pop("test_size", 0.2)
+    test_size = checks.real(
+        "data.test_size",
+        node.pop("test_size", 0.2),
+        minimum=0,
+        maximum=1,
+        low_open=True,
+        high_open=True,
+    )
     data = build(node, "data", rng=streams.numpy("data"))
     if not isinstance(data, Dataset):
         raise ConfigError("data._target_", cfg.data._target_, "a loader returning a Dataset")
@@ -102,35 +182,191 @@ def resolve_device(value: object) -> torch.device:
     return device
 
 
-def fingerprint(cfg: DictConfig) -> str:
-    """A hash of everything that determines the results (to refuse resuming a different run).
+# --- config keys by kind (CONVENTIONS.md rule 5) ---------------------------------------------
+#: Keys that change results: resume checks, fingerprints and sweep identities use these only.
+RESULT_KEYS = ("seed", "data", "model", "generator", "simulation", "metrics")
+#: Keys that may change float rounding but not the science.
+ROUNDING_KEYS = ("processes", "torch_threads", "device")
+#: Keys that change nothing in the CSVs.
+PRESENTATION_KEYS = ("report", "progress", "overwrite", "resume", "hydra")
+TOP_LEVEL_KEYS = RESULT_KEYS + ROUNDING_KEYS + PRESENTATION_KEYS
+REPORT_KEYS = ("enabled", "figures")
 
-    ``device`` is left out: a checkpoint holds CPU tensors, so a run may resume on another device
-    (its later rounds then agree with an uninterrupted run to float tolerance, not bit for bit).
+
+def plain_config(cfg: DictConfig) -> dict:
+    """The configuration as plain data, every interpolation resolved and every value given.
+
+    A required value left out (``???``, e.g. ``data.path`` of ``data=csv``) or an interpolation
+    that cannot be resolved is a :class:`ConfigError` naming the key.
     """
-    relevant = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-        if k not in ("resume", "progress", "hydra", "processes", "device")
-    }
-    return hashlib.sha256(repr(sorted(relevant.items())).encode()).hexdigest()
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as error:
+        key = error.full_key or "config"
+        raise ConfigError(key, "???", f"a value: {key} is required ({key}=...)") from None
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "config"
+        message = str(error).splitlines()[0]
+        raise ConfigError(key, None, f"a resolvable value ({message})") from None
+
+
+def check_top_level(values: dict) -> None:
+    """Check the keys and values of the top level and of ``report`` (strict types)."""
+    for key in values:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(
+                str(key), values[key], "a known top-level key: " + ", ".join(TOP_LEVEL_KEYS)
+            )
+    checks.integer("seed", values.get("seed", 0), minimum=0)
+    for key in ("resume", "overwrite", "progress"):
+        if key in values:
+            checks.flag(key, values[key])
+    checks.integer("torch_threads", values.get("torch_threads", 1), minimum=1)
+    checks.integer("processes", values.get("processes", 1), minimum=1)
+    report = values.get("report")
+    if report is not None:
+        if not isinstance(report, dict):
+            raise ConfigError("report", report, "an option of configs/report/: default or none")
+        for key, value in report.items():
+            if key not in REPORT_KEYS:
+                raise ConfigError(
+                    f"report.{key}", value, "a known key of report: " + ", ".join(REPORT_KEYS)
+                )
+            checks.flag(f"report.{key}", value)
+    if values.get("resume") and values.get("overwrite"):
+        raise ConfigError(
+            "overwrite", True, "false when resume=true (resuming keeps the earlier results)"
+        )
+
+
+def result_keys(values: dict) -> dict:
+    """The part of the configuration that determines the results."""
+    return {k: values[k] for k in RESULT_KEYS if k in values}
+
+
+def rounding_keys(values: dict) -> dict:
+    """The keys that may change float rounding (compared on resume with a warning)."""
+    return {k: values.get(k) for k in ROUNDING_KEYS}
+
+
+def fingerprint(cfg: DictConfig | dict) -> str:
+    """A hash of the result keys (rule 5): resuming with other result keys is refused.
+
+    Rounding keys (``processes``, ``torch_threads``, ``device``) and presentation keys are left
+    out: a checkpoint holds CPU tensors, so a run may resume in another process layout or on
+    another device (its later rounds then agree with an uninterrupted run to float tolerance).
+    """
+    values = plain_config(cfg) if isinstance(cfg, DictConfig) else cfg
+    canonical = json.dumps(result_keys(values), sort_keys=True, default=repr)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _flatten(values: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(values, dict):
+        flat: dict[str, object] = {}
+        for key, value in values.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): values}
+
+
+def _differences(before: dict, now: dict) -> list[str]:
+    old, new = _flatten(before), _flatten(now)
+    missing = object()
+    return [
+        f"{key} (checkpoint: {old.get(key, '(absent)')!r}, now: {new.get(key, '(absent)')!r})"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, missing) != new.get(key, missing)
+    ]
+
+
+def check_resume(recorder: Recorder, values: dict) -> None:
+    """Refuse a resume whose result keys differ from the checkpoint's, naming each one.
+
+    A difference in rounding keys is accepted with a warning; presentation keys are ignored.
+    """
+    saved = recorder.read_checkpoint()
+    if saved is None:
+        raise ConfigError(
+            "resume",
+            True,
+            "a run directory holding the checkpoint.pt of an earlier run; there is none in "
+            f"{recorder.directory} (start without resume=true)",
+        )
+    identity = saved.get("identity") or {}
+    if "result_keys" not in identity:
+        if saved.get("fingerprint") != recorder.fingerprint:
+            raise ConfigError(
+                "resume",
+                True,
+                "a checkpoint written with the same result keys; this one was written by an "
+                "earlier version of recourse_sim or another configuration (start afresh with "
+                "overwrite=true)",
+            )
+        return
+    differences = _differences(identity["result_keys"], result_keys(values))
+    if differences:
+        raise ConfigError(
+            "resume",
+            True,
+            "the result keys of the run that wrote the checkpoint; these differ: "
+            + "; ".join(differences),
+        )
+    rounding = _differences(identity.get("rounding_keys", {}), rounding_keys(values))
+    if rounding:
+        message = (
+            "resuming with other rounding keys: " + "; ".join(rounding) + ". Results agree with "
+            "an uninterrupted run to float rounding; byte identity is not guaranteed"
+        )
+        log.warning(message)
+        print(f"recourse_sim: warning: {message}", file=sys.stderr)
+
+
+def _log_files(directory: Path) -> list[Path]:
+    """Log files that logging handlers of this process write inside ``directory``."""
+    files = []
+    for handler in logging.getLogger().handlers:
+        name = getattr(handler, "baseFilename", None)
+        if name and directory.resolve() in Path(name).resolve().parents:
+            files.append(Path(name))
+    return files
+
+
+def _hydra_files(cfg: DictConfig, directory: Path) -> list[Path]:
+    """Write ``.hydra/`` (config, hydra config, overrides) once the directory is this run's.
+
+    hydra's own copy is switched off (``hydra.output_subdir: null``): it is written before the
+    task starts, so a refused run would overwrite the ``.hydra/`` of the run it was refused for.
+    """
+    target = directory / ".hydra"
+    target.mkdir(exist_ok=True)
+    written = [target / "config.yaml"]
+    OmegaConf.save(cfg, written[0])
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.instance().cfg
+        OmegaConf.save(hydra_cfg, target / "hydra.yaml")
+        OmegaConf.save(hydra_cfg.hydra.overrides.task, target / "overrides.yaml")
+        written += [target / "hydra.yaml", target / "overrides.yaml"]
+    return written
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimulation:
     """Run the simulation described by ``cfg`` and write its outputs to ``output_dir``.
 
-    ``output_dir`` defaults to hydra's run directory.
+    ``output_dir`` defaults to hydra's run directory. Every value is checked, the directory is
+    locked and an earlier run's results are protected before any work starts.
     """
+    values = plain_config(cfg)
+    check_top_level(values)
     if output_dir is None:
         output_dir = HydraConfig.get().runtime.output_dir
     output_dir = Path(output_dir)
-    device = resolve_device(cfg.get("device", "cpu"))  # first: CUDA may be missing altogether
-    streams = RandomStreams(cfg.seed)
-    torch.set_num_threads(int(cfg.get("torch_threads", 1)))
-    simulation_config = SimulationConfig(**OmegaConf.to_container(cfg.simulation, resolve=True))
-    workers = WorkerPool(cfg.get("processes", 1))
-    if device.type != "cpu":
-        workers = WorkerPool(1)  # worker processes would copy the GPU's work back to the CPU
+    device = resolve_device(values.get("device", "cpu"))  # early: CUDA may be missing altogether
+    resume = values.get("resume", False)
+    overwrite = values.get("overwrite", False)
+    streams = RandomStreams(values["seed"])
+    simulation_config = SimulationConfig.from_mapping(values.get("simulation") or {})
+    processes = values.get("processes", 1)
     # Build everything first, so that any bad value stops the run before work starts.
     models = {
         name: build(node, f"model.{name}") for name, node in named_nodes(cfg, "model").items()
@@ -143,39 +379,83 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
         name: build(node, f"metrics.{name}", name=name)
         for name, node in named_nodes(cfg, "metrics").items()
     }
-    train, test = load_data(cfg, streams)
-    log.info(
-        "data: %d training and %d test rows, %d features; device %s",
-        train.n_samples,
-        test.n_samples,
-        train.n_features,
-        device,
-    )
-    simulation = RecourseSimulation(
-        train=train,
-        test=test,
-        models=models,
-        generators=generators,
-        metrics=metrics,
-        config=simulation_config,
-        streams=streams,
-        recorder=Recorder(output_dir, fingerprint=fingerprint(cfg)),
-        progress=bool(cfg.get("progress", True)),
-        workers=workers,
-        device=device,
-    )
-    # Workers start now and import torch while the simulation pre-trains.
-    with workers:
-        simulation.run(resume=bool(cfg.get("resume", False)))
-    report = cfg.get("report")
-    if report is not None and report.enabled:
-        from recourse_sim.report import build_run_report
-
-        try:
-            build_run_report(output_dir, figures=bool(report.figures))
-        except Exception:  # a report must never cost a run its results
-            log.exception(
-                "report failed; rebuild with: python -m recourse_sim.report %s", output_dir
+    directory = RunDirectory(output_dir)
+    with directory:
+        recorder = Recorder(
+            output_dir,
+            fingerprint=fingerprint(values),
+            identity={"result_keys": result_keys(values), "rounding_keys": rounding_keys(values)},
+            on_write=directory.register,
+        )
+        earlier = directory.earlier_results()
+        if resume:
+            check_resume(recorder, values)
+        elif earlier and not overwrite:
+            previous = directory.previous() or {}
+            state = previous.get("status", "unknown")
+            raise ConfigError(
+                "overwrite",
+                False,
+                f"true to replace the results of the earlier run in {output_dir} (status: "
+                f"{state}; files: {', '.join(earlier[:6])}{', ...' if len(earlier) > 6 else ''})"
+                "; only the files that run wrote are removed. Or resume it with resume=true, or "
+                "choose another hydra.run.dir",
             )
+        train, test = load_data(cfg, streams)
+        if not resume and earlier:
+            logs = [str(f.relative_to(output_dir)) for f in _log_files(output_dir)]
+            removed = directory.clear_earlier_results(keep=logs)
+            log.info("overwrite=true: removed %d files of the earlier run", len(removed))
+        directory.start_manifest(
+            resumed=bool(resume),
+            fingerprint=recorder.fingerprint,
+            result_keys=result_keys(values),
+            rounding_keys=rounding_keys(values),
+        )
+        directory.register(*_log_files(output_dir), *_hydra_files(cfg, output_dir))
+        log.info(
+            "data: %d training and %d test rows, %d features; device %s",
+            train.n_samples,
+            test.n_samples,
+            train.n_features,
+            device,
+        )
+        torch.set_num_threads(values.get("torch_threads", 1))
+        workers = WorkerPool(processes if device.type == "cpu" else 1)
+        simulation = RecourseSimulation(
+            train=train,
+            test=test,
+            models=models,
+            generators=generators,
+            metrics=metrics,
+            config=simulation_config,
+            streams=streams,
+            recorder=recorder,
+            progress=values.get("progress", True),
+            workers=workers,
+            device=device,
+        )
+        try:
+            # Workers start now and import torch while the simulation pre-trains.
+            with workers:
+                simulation.run(resume=bool(resume))
+        except BaseException:
+            directory.finish("failed")
+            raise
+        report = values.get("report") or {}
+        if report.get("enabled", False):
+            from recourse_sim.report import build_run_report
+
+            try:
+                build_run_report(
+                    output_dir,
+                    figures=bool(report.get("figures", True)),
+                    register=directory.register,
+                )
+            except Exception:  # a report must never cost a run its results
+                log.exception(
+                    "report failed; rebuild with: python -m recourse_sim.report %s", output_dir
+                )
+        directory.finish()
     print(f"recourse_sim: results written to {output_dir.resolve()}")
     return simulation

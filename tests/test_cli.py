@@ -10,18 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.run import resolve_device
 
-TINY = [
-    "simulation.n_rounds=2",
-    "simulation.n_repetitions=2",
-    "simulation.evaluate_every=1",
-    "simulation.n_permutations=10",
-    "data.n_samples=100",
-    "progress=false",
-]
 METRICS = {
     "mmd_domain",
     "perturbation",
@@ -238,53 +231,6 @@ def test_device_values_resolve(value, expected):
 def test_unusable_device_values_name_the_key(value):
     with pytest.raises(ConfigError, match=r"<device=.*'cpu', 'cuda', 'cuda:N'.*'auto'"):
         resolve_device(value)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (["simulation.recourse_fraction=1.5"], "simulation.recourse_fraction"),
-        (["simulation.recourse_fraction=0"], "simulation.recourse_fraction"),
-        (["simulation.n_rounds=0"], "simulation.n_rounds"),
-        (["generator.generic.decision_threshold=2"], "generator.decision_threshold"),
-        (["+generator.generic.step_size=2"], "generator.generic"),
-        (["data.n_samples=7"], "data.n_samples"),
-        (["seed=-1"], "seed"),
-        (["processes=0"], "processes"),
-        (["device=tpu9"], "<device='tpu9'>"),
-    ],
-)
-def test_bad_values_stop_before_any_work(overrides, expected, tmp_path):
-    result = cli(*overrides, "progress=false", run_dir=tmp_path, check=False)
-    assert result.returncode == 2, result.stderr
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "metrics.csv").exists()
-
-
-@pytest.mark.parametrize(
-    ("csv_kwargs", "overrides", "expected"),
-    [
-        ({}, ["data.target=missing_column"], "missing_column"),
-        ({}, ["data.target=approved", "data.features=[income,salary]"], "salary"),
-        ({"labels": (0, 1, 2)}, ["data.target=approved"], "data.target"),
-        ({"nan": True}, ["data.target=approved"], "debt"),
-    ],
-)
-def test_bad_data_names_the_column(csv_kwargs, overrides, expected, tmp_path):
-    csv = _write_credit_like_csv(tmp_path / "loans.csv", **csv_kwargs)
-    result = cli(
-        "data=csv",
-        f"data.path={csv}",
-        *overrides,
-        "progress=false",
-        run_dir=tmp_path / "run",
-        check=False,
-    )
-    assert result.returncode == 2, result.stderr
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
 GENERATORS = sorted(

@@ -628,3 +628,137 @@ def test_data_configs_instantiate(option, shape, csv_file):
         node.merge_with({"path": str(csv_file), "target": "approved", "positive_label": "yes"})
     data = instantiate(node, rng=rng())
     assert isinstance(data, Dataset) and data.X.shape == shape
+
+
+# --- hardening: finite values, repeated column names, default bounds ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("1e300", "standardising them overflows"), ("inf", "infinite"), ("-inf", "infinite")],
+)
+def test_load_csv_refuses_values_that_are_or_turn_non_finite(tmp_path, value, problem):
+    frame = small_frame().astype({"income": object})
+    frame.loc[7, "income"] = value
+    path = tmp_path / "huge.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(ConfigError, match=rf"data\.features=\['income'\].*{problem}"):
+        load_csv(path, "approved", positive_label="yes", rng=rng())
+    # Leaving the column out (or not standardising a merely large one) makes the file usable.
+    data = load_csv(path, "approved", positive_label="yes", features=["age", "color"], rng=rng())
+    assert np.all(np.isfinite(data.X))
+    if value == "1e300":
+        with pytest.raises(ConfigError, match=r"data\.features=\['income'\].*float32"):
+            load_csv(path, "approved", positive_label="yes", standardize=False, rng=rng())
+
+
+def test_huge_values_are_refused_whatever_the_seed(tmp_path):
+    # Balancing could drop the row by chance; the check runs on the whole table first.
+    frame = small_frame().astype({"age": float})
+    frame.loc[frame.index[frame.approved == "no"][0], "age"] = 1e300
+    for seed in range(5):
+        with pytest.raises(ConfigError, match=r"data\.features=\['age'\]"):
+            prepare_table(
+                frame, "approved", positive_label="yes", balance=True, n_samples=10, rng=rng(seed)
+            )
+
+
+def test_gmsc_and_california_refuse_non_finite_values_on_data_path(tmp_path):
+    path = tmp_path / "cs-training.csv"
+    write_gmsc(path)
+    frame = pd.read_csv(path, index_col=0)
+    frame.loc[frame.index[0], "DebtRatio"] = 1e300
+    frame.to_csv(path, na_rep="NA")
+    with pytest.raises(ConfigError, match=r"data\.path=\['DebtRatio'\].*overflows"):
+        load_gmsc(path, n_samples=40, rng=rng())
+    ca = california_frame()
+    ca.loc[3, "AveRooms"] = np.inf
+    ca.to_csv(tmp_path / "ca.csv", index=False)
+    with pytest.raises(ConfigError, match=r"data\.path=\['AveRooms'\].*infinite"):
+        load_california(tmp_path / "ca.csv", n_samples=40, rng=rng())
+    ca = california_frame()
+    ca.loc[3, "MedHouseVal"] = np.inf
+    ca.to_csv(tmp_path / "ca.csv", index=False)
+    with pytest.raises(ConfigError, match=r"data\.path\[MedHouseVal\].*finite"):
+        load_california(tmp_path / "ca.csv", n_samples=40, rng=rng())
+
+
+@pytest.mark.parametrize("repeated", ["income", "approved"])
+def test_load_csv_refuses_a_header_that_names_a_column_twice(tmp_path, repeated):
+    frame = small_frame()
+    lines = frame.to_csv(index=False).splitlines()
+    columns = lines[0].split(",")
+    lines[0] = ",".join(repeated if c == "age" else c for c in columns)
+    path = tmp_path / "twice.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as error:
+        load_csv(path, "approved", positive_label="yes", rng=rng())
+    message = str(error.value)
+    assert "data.path" in message and f"'{repeated}' more than once" in message
+    assert f"{repeated}.1" not in message and "distinct values" not in message
+    # The same file compressed, and the Kaggle layout with an unnamed index column, are fine
+    # when no name repeats.
+    frame.to_csv(tmp_path / "fine.csv.gz")
+    assert load_csv(tmp_path / "fine.csv.gz", "approved", positive_label="yes", rng=rng())
+
+
+def test_csv_bounds_default_to_the_observed_range(csv_file):
+    data = load_csv(csv_file, "approved", positive_label="yes", n_samples=50, rng=rng())
+    continuous = data.continuous_features
+    np.testing.assert_array_equal(data.lower[continuous], data.X[:, continuous].min(0))
+    np.testing.assert_array_equal(data.upper[continuous], data.X[:, continuous].max(0))
+    np.testing.assert_array_equal(data.lower[~continuous], 0.0)
+    np.testing.assert_array_equal(data.upper[~continuous], 1.0)
+    same = load_csv(
+        csv_file, "approved", positive_label="yes", n_samples=50, bounds="observed", rng=rng()
+    )
+    np.testing.assert_array_equal(same.lower, data.lower)
+    free = load_csv(
+        csv_file, "approved", positive_label="yes", n_samples=50, bounds="none", rng=rng()
+    )
+    np.testing.assert_array_equal(free.X, data.X)
+    assert np.all(free.lower == -np.inf) and np.all(free.upper == np.inf)
+
+
+def test_gmsc_and_california_bounds(tmp_path):
+    write_gmsc(tmp_path / "cs-training.csv")
+    california_frame().to_csv(tmp_path / "ca.csv", index=False)
+    for load, path in ((load_gmsc, "cs-training.csv"), (load_california, "ca.csv")):
+        data = load(tmp_path / path, n_samples=40, rng=rng())
+        np.testing.assert_array_equal(data.lower, data.X.min(0))
+        np.testing.assert_array_equal(data.upper, data.X.max(0))
+        free = load(tmp_path / path, n_samples=40, bounds="none", rng=rng())
+        assert np.all(np.isinf(free.lower)) and np.all(np.isinf(free.upper))
+        with pytest.raises(ConfigError, match=r"data\.bounds='min'.*'observed', 'none'"):
+            load(tmp_path / path, bounds="min", rng=rng())
+
+
+@pytest.mark.parametrize("bad", ["observe", "None", None, True, 1, ["observed"]])
+def test_bad_bounds_are_refused(csv_file, bad):
+    with pytest.raises(ConfigError, match=r"data\.bounds.*'observed', 'none'"):
+        load_csv(csv_file, "approved", positive_label="yes", bounds=bad, rng=rng())
+
+
+def test_embedded_data_stays_unbounded():
+    assert np.all(np.isinf(load_german(rng=rng()).lower))
+    assert np.all(np.isinf(make_moons(rng=rng()).upper))
+
+
+def test_csv_config_bounds_key(csv_file):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONFIGS / "csv.yaml")
+    node.pop("test_size")
+    node.merge_with({"path": str(csv_file), "target": "approved", "positive_label": "yes"})
+    assert node.bounds == "observed"
+    assert np.all(np.isfinite(instantiate(node, rng=rng()).lower))
+    node.bounds = "none"
+    assert np.all(np.isinf(instantiate(node, rng=rng()).lower))
+
+
+@pytest.mark.parametrize("key", ["standardize", "balance"])
+@pytest.mark.parametrize("bad", ["maybe", 1, "true", None])
+def test_load_csv_switches_are_true_or_false(csv_file, key, bad):
+    with pytest.raises(ConfigError, match=rf"data\.{key}.*true or false"):
+        load_csv(csv_file, "approved", positive_label="yes", **{key: bad}, rng=rng())

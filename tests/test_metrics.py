@@ -511,3 +511,209 @@ def test_metrics_report_model_shift_without_permutations_as_none():
 def test_bad_metric_settings_name_their_key(factory, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "="):
         factory()
+
+
+# --- p-value forms and missing values (issue 9) ----------------------------------------------
+
+
+def extreme_split_count(perms: np.ndarray, m: int) -> int:
+    """Permutations whose x side is exactly the observed x or the observed y.
+
+    For two well-separated groups these are the only splits whose statistic reaches the observed
+    one: every other split mixes the groups.
+    """
+    total = perms.shape[1]
+    observed_x, observed_y = set(range(m)), set(range(m, total))
+    return sum(set(p[:m]) in (observed_x, observed_y) for p in perms.tolist())
+
+
+@pytest.mark.parametrize(("seed", "n_permutations"), [(0, 12), (3, 7)])
+def test_corrected_p_value_is_b_plus_one_over_p_plus_one_by_hand(seed, n_permutations):
+    # x = {0, 1}, y = {10, 11}: of the 6 splits of the pooled four points into two pairs, only
+    # {0,1}|{10,11} and its mirror reach the observed MMD²; the others mix the groups.
+    x, y = np.array([0.0, 1.0]), np.array([10.0, 11.0])
+    perms = np.vstack(list(permutation_chunks(4, n_permutations, np.random.default_rng(seed), 5)))
+    b = extreme_split_count(perms, 2)
+    assert 0 < b < n_permutations  # the case tests both forms away from their edges
+    value, reference = mmd_permutation_test(x, y, n_permutations, np.random.default_rng(seed))
+    same, corrected = mmd_permutation_test(
+        x, y, n_permutations, np.random.default_rng(seed), p_value_form="corrected"
+    )
+    assert same == value == pytest.approx(direct_mmd2(x, y))
+    assert reference == b / n_permutations  # the reference form, unchanged
+    assert corrected == (b + 1) / (n_permutations + 1)
+    # The default is the reference form: the same draws as before give the same p-value.
+    assert mmd_permutation_test(x, y, n_permutations, np.random.default_rng(seed))[1] == reference
+
+
+def test_corrected_p_value_is_never_zero():
+    # Two separated groups of five: the extreme split has probability 2/252 per permutation.
+    x, y = np.arange(5.0), np.arange(5.0) + 20
+    perms = np.vstack(list(permutation_chunks(10, 20, np.random.default_rng(1), 20)))
+    assert extreme_split_count(perms, 5) == 0
+    _, reference = mmd_permutation_test(x, y, 20, np.random.default_rng(1))
+    _, corrected = mmd_permutation_test(
+        x, y, 20, np.random.default_rng(1), p_value_form="corrected"
+    )
+    assert reference == 0.0 and corrected == 1 / 21
+    with pytest.raises(ValueError, match="p_value_form"):
+        mmd_permutation_test(x, y, 20, np.random.default_rng(1), p_value_form="plus_one")
+
+
+def test_mmd_metrics_take_the_p_value_form_from_the_context():
+    P = 30
+    metrics = (DomainMMD(n_samples=None), ModelMMD(), ModelMMDGrid(n_points=40))
+    for metric in metrics:
+        reference = metric(synthetic_context(P))
+        ctx = synthetic_context(P)
+        ctx.p_value_form = "corrected"
+        corrected = metric(ctx)
+        assert corrected.value == reference.value, metric.name
+        b = round(reference.p_value * P)
+        assert reference.p_value == b / P
+        assert corrected.p_value == (b + 1) / (P + 1), metric.name
+    assert synthetic_context().p_value_form == "reference"  # the default
+
+
+def test_permutation_test_on_non_finite_data_has_no_p_value():
+    x = np.random.default_rng(0).normal(size=(10, 2))
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x + 0.1
+        y[3, 0] = bad
+        # Before: (nan, 0.0), since NaN >= nothing in the null: a "maximally significant" shift.
+        value, p_value = mmd_permutation_test(x, y, 20, np.random.default_rng(1))
+        assert math.isnan(value) and p_value is None
+        value, p_value = mmd_permutation_test(
+            y, x, 20, np.random.default_rng(1), p_value_form="corrected"
+        )
+        assert math.isnan(value) and p_value is None
+
+
+def assert_missing(result: MetricResult, *words: str) -> None:
+    assert math.isnan(result.value) and result.p_value is None and result.is_missing
+    assert result.reason and all(word in result.reason for word in words), result.reason
+
+
+def test_metrics_on_non_finite_inputs_are_missing_with_a_reason():
+    n = 40
+    ctx = synthetic_context(20)
+    ctx.train_X = ctx.train_X.copy()
+    ctx.train_X[np.flatnonzero(ctx.train_y == 1)[0], 0] = np.nan
+    assert_missing(DomainMMD()(ctx), "current training data", "1 non-finite value")
+    assert_missing(DomainMMD(estimator="linear")(ctx), "current training data")
+
+    p0 = np.linspace(0.05, 0.95, n)
+    pt = p0.copy()
+    pt[[2, 7]] = [np.nan, np.inf]
+    ctx = make_context(p0, pt, n_permutations=20, test_y=(p0 > 0.5).astype(int))
+    for metric in (ModelMMD(), Disagreement(), Decisiveness(), Decisiveness(form="paper")):
+        assert_missing(metric(ctx), "current model probabilities", "2 non-finite values")
+    assert_missing(F1Change()(ctx), "current model probabilities on the test set")
+    assert_missing(ModelMMDGrid(n_points=20)(ctx), "current model probabilities")
+
+    ctx = make_context(p0, p0, n_permutations=20)
+    ctx.reference_X = ctx.reference_X.copy()
+    ctx.reference_X[0, 0] = np.inf
+    assert_missing(ModelMMDGrid(n_points=20)(ctx), "initial data", "no grid")
+
+    params = ([np.zeros((2, 2)), np.zeros(2)], [np.ones((2, 2)), np.array([0.0, np.nan])])
+    for form in ("code", "paper"):
+        ctx = make_context([0.5], [0.5], params=params)
+        assert_missing(Perturbation(form=form)(ctx), "current model parameters")
+
+
+def test_metrics_on_empty_sets_are_missing_with_a_reason():
+    ctx = domain_context()
+    ctx.train_y = np.array([1, 0, 0, 0, 0, 0])  # one positive left
+    assert_missing(DomainMMD()(ctx), "fewer than two rows of class 1", "current training data: 1")
+    ctx = make_context([0.5], [0.5], params=([], []))  # a model without parameters
+    assert_missing(Perturbation()(ctx), "no parameters")
+    ctx = make_context([0.2, 0.7], [0.3, 0.6])
+    ctx.test_X, ctx.test_y = ctx.test_X[:0], ctx.test_y[:0]
+    assert_missing(F1Change()(ctx), "test set is empty")
+
+
+def test_finite_inputs_give_finite_values_and_no_reason():
+    ctx = synthetic_context(20)
+    for metric in (
+        DomainMMD(),
+        ModelMMD(),
+        ModelMMDGrid(n_points=30),
+        Disagreement(),
+        Decisiveness(),
+        Perturbation(),
+        F1Change(),
+    ):
+        result = metric(ctx)
+        assert np.isfinite(result.value) and result.reason is None and not result.is_missing
+
+
+class _Fixed:
+    """A metric returning a fixed result (to feed the simulation's row code)."""
+
+    scope = "model"
+
+    def __init__(self, result):
+        self.result = result
+
+    def __call__(self, context):
+        return self.result
+
+
+def test_simulation_rows_write_missing_values_as_empty_cells_with_the_reason(tmp_path):
+    from recourse_sim.simulation.recorder import Recorder
+    from recourse_sim.simulation.simulation import System, _evaluate
+
+    metrics = {
+        "fine": _Fixed(MetricResult(0.25, 0.0)),  # a real p-value of 0 stays
+        "stale": _Fixed(MetricResult(math.nan, 0.0)),  # the old failure: NaN with p = 0.0
+        "explained": _Fixed(MetricResult.missing("the test set is empty")),
+        "no_test": _Fixed(MetricResult(0.5)),
+    }
+    streams = {name: np.random.default_rng(0) for name in metrics}
+    system = System(model="mlp", generator="generic", repetition=1, slot=0)
+    rows, missing = _evaluate(metrics, synthetic_context(0), streams, system, 10)
+    assert [row["metric"] for row in rows] == list(metrics)
+    assert [(row["metric"], row["reason"]) for row in missing] == [
+        ("stale", "the value is not finite"),
+        ("explained", "the test set is empty"),
+    ]
+    assert missing[0] == {
+        "repetition": 1,
+        "round": 10,
+        "model": "mlp",
+        "generator": "generic",
+        "metric": "stale",
+        "reason": "the value is not finite",
+    }
+    recorder = Recorder(tmp_path)
+    recorder.append_metrics(rows)
+    recorder.note_missing(missing)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == [
+        "repetition,round,model,generator,metric,scope,value,p_value",
+        "1,10,mlp,generic,fine,model,0.25,0.0",
+        "1,10,mlp,generic,stale,model,,",
+        "1,10,mlp,generic,explained,model,,",
+        "1,10,mlp,generic,no_test,model,0.5,",
+    ]
+    reasons = (tmp_path / "missing_values.csv").read_text().splitlines()
+    assert reasons[0] == "repetition,round,model,generator,metric,reason"
+    assert reasons[2] == "1,10,mlp,generic,explained,the test set is empty"
+
+
+@pytest.mark.parametrize(
+    ("factory", "key"),
+    [
+        (lambda: DomainMMD(n_samples=True), "metrics.mmd_domain.n_samples"),
+        (lambda: DomainMMD(n_samples=2.0), "metrics.mmd_domain.n_samples"),
+        (lambda: DomainMMD(length_scale=float("inf")), "metrics.mmd_domain.length_scale"),
+        (lambda: DomainMMD(length_scale=True), "metrics.mmd_domain.length_scale"),
+        (lambda: DomainMMD(target_only=1), "metrics.mmd_domain.target_only"),
+        (lambda: ModelMMDGrid(n_points=1.5), "metrics.mmd_model_grid.n_points"),
+        (lambda: ModelMMD(length_scale="0.5"), "metrics.mmd_model.length_scale"),
+    ],
+)
+def test_metric_settings_use_the_shared_strict_checks(factory, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "="):
+        factory()

@@ -233,3 +233,82 @@ def test_pool_runs_unmovable_calls_here_and_balances_the_rest():
     with WorkerPool(2) as pool:
         pids = pool.run_all([(os.getpid, ())] * 4, movable=[True, True, False, False])
     assert pids[0] == pids[2] == pids[3] == os.getpid() != pids[1]
+
+
+# --- strict settings of every model (issue 9, hardening) ------------------------------------
+# Each configs/model option is built directly with one bad value at a time; the error must be a
+# ConfigError naming the key as the code writes it (``model.KEY``, ``model.pretrain.KEY``).
+
+
+def _model_configs() -> list:
+    from pathlib import Path
+
+    return sorted((Path(__file__).parents[1] / "configs" / "model").glob("*.yaml"))
+
+
+_NAN, _INF = float("nan"), float("inf")
+_BAD_MODEL_VALUES = {
+    "hidden_sizes": [[0], [2.5], [True], ["abc"], [_NAN], [32, -1], "abc", 32, None],
+    "activation": ["gelu", "ReLU", 1, True, None],
+    "dropout": [_NAN, _INF, "abc", True, 1, 1.0, -0.1],
+    "dropout_in_search": ["maybe", "true", 2, 1, 0, None],
+    "n_members": [0, 2.5, 2.0, True, "abc", _NAN],
+    "epochs": [-1, 2.5, 10.0, True, "abc", _NAN, None],
+    "batch_size": [0, 2.5, 1.0, True, "abc", None],
+    "learning_rate": [0, -1e-3, _NAN, _INF, "abc", True, None],
+}
+
+
+def _model_options(path) -> tuple[type, dict]:
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    (node,) = OmegaConf.to_container(OmegaConf.load(path)).values()
+    return get_class(node.pop("_target_")), node
+
+
+def _model_cases():
+    cases = []
+    for path in _model_configs():
+        _, options = _model_options(path)
+        keys = [k for k in options if k not in ("pretrain", "retrain")]
+        keys += [f"{phase}.{k}" for phase in ("pretrain", "retrain") for k in options[phase]]
+        for key in keys:
+            cases += [
+                pytest.param(path, key, bad, id=f"{path.stem}-{key}={bad!r}")
+                for bad in _BAD_MODEL_VALUES[key.rpartition(".")[2]]
+            ]
+        cases += [
+            pytest.param(path, phase, bad, id=f"{path.stem}-{phase}={bad!r}")
+            for phase in ("pretrain", "retrain")
+            for bad in (5, "abc", [1, 2])
+        ]
+    return cases
+
+
+@pytest.mark.parametrize(("config", "key", "bad"), _model_cases())
+def test_every_model_setting_is_strict_and_names_its_key(config, key, bad):
+    cls, options = _model_options(config)
+    phase, _, name = key.rpartition(".")
+    if phase:
+        options[phase] = {**options[phase], name: bad}
+    else:
+        options[key] = bad
+    pattern = "<" + f"model.{key}".replace(".", r"\.") + "="
+    with pytest.raises(ConfigError, match=pattern) as error:
+        cls(**options)
+    assert error.value.allowed
+
+
+def test_model_settings_are_stored_in_their_canonical_types():
+    from omegaconf import ListConfig
+
+    mlp = MLP(hidden_sizes=ListConfig([8, 4]), dropout=0, pretrain={"learning_rate": 1})
+    assert mlp.hidden_sizes == (8, 4) and all(type(h) is int for h in mlp.hidden_sizes)
+    assert MLP(hidden_sizes=(np.int64(3),)).hidden_sizes == (3,)
+    assert mlp.dropout == 0.0 and type(mlp.dropout) is float
+    # A partial schedule keeps the other values of its default (pre-training: 100 epochs).
+    assert type(mlp.pretrain.learning_rate) is float and mlp.pretrain.epochs == 100
+    assert MLP(retrain={"epochs": 0}).retrain.epochs == 0  # 0: the model stays fixed
+    assert LogisticRegression().hidden_sizes == () and DeepEnsemble().n_members == 5
+    assert MLP(dropout_in_search=False).dropout_in_search is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY as SMOKE_TWO_REPETITIONS
 from omegaconf import OmegaConf
 
 from recourse_sim.report import ReportError, build_report, build_run_report, build_sweep_report
@@ -25,6 +27,8 @@ from recourse_sim.report.tables import (
     sweep_metrics,
     swept_keys,
 )
+
+TINY = [*SMOKE_TWO_REPETITIONS, "report.figures=true"]
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = [
@@ -452,15 +456,6 @@ def test_report_command_rejects_other_directories(tmp_path):
 
 # --- the real CLI --------------------------------------------------------------------------
 
-TINY = [
-    "simulation.n_rounds=2",
-    "simulation.n_repetitions=2",
-    "simulation.evaluate_every=1",
-    "simulation.n_permutations=10",
-    "data.n_samples=100",
-    "progress=false",
-]
-
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
@@ -528,3 +523,185 @@ def test_sweep_report_through_the_cli(tmp_path):
     assert {p.name for p in figures} == {"final_round.png", "metrics.png"}
     for path in figures:
         assert_valid_png(path)
+
+
+# --- p-values of 0 and missing values (issue 9) ------------------------------------------------
+
+METRIC_COLUMNS = [
+    "repetition",
+    "round",
+    "model",
+    "generator",
+    "metric",
+    "scope",
+    "value",
+    "p_value",
+]
+
+
+def write_small_run(
+    directory: Path, rows: list[tuple], n_permutations: int | None = 100, missing=None
+) -> Path:
+    """A run directory with the given final-round metric rows, as the recorder writes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(
+        [
+            (rep, 10, "mlp", gen, metric, "domain" if metric == "mmd_domain" else "model", v, p)
+            for rep, gen, metric, v, p in rows
+        ],
+        columns=METRIC_COLUMNS,
+    )
+    frame.to_csv(directory / "metrics.csv", index=False)
+    if n_permutations is not None:
+        (directory / ".hydra").mkdir(exist_ok=True)
+        config = {"seed": 0, "simulation": {"n_rounds": 10, "n_permutations": n_permutations}}
+        OmegaConf.save(OmegaConf.create(config), directory / ".hydra" / "config.yaml")
+    if missing is not None:
+        columns = ["repetition", "round", "model", "generator", "metric", "reason"]
+        pd.DataFrame(missing, columns=columns).to_csv(directory / "missing_values.csv", index=False)
+    return directory
+
+
+def p_zero_rows() -> list[tuple]:
+    return [
+        (rep, gen, metric, value, p)
+        for rep in (0, 1)
+        for gen, metric, value, p in (
+            ("generic", "mmd_domain", 0.125, 0.0),  # no permutation reached the observed value
+            ("wachter", "mmd_domain", 0.0625, 0.5),
+            ("generic", "disagreement", 0.25, math.nan),
+        )
+    ]
+
+
+def report_texts(run: Path) -> tuple[str, str]:
+    html = build_run_report(run, figures=False).read_text()
+    return html, (run / "report.md").read_text()
+
+
+P_EQUALS_ZERO = r"p = 0(?![.\d])"
+
+
+def test_p_value_format():
+    from recourse_sim.report.document import PValue, format_cell, format_p_value, is_numeric
+
+    assert format_p_value(0.0, 100) == "< 0.01"
+    assert format_p_value(0.0, 1000) == "< 0.001"
+    assert format_p_value(0.0, None) == "< 1/P" and format_p_value(0.0, 0) == "< 1/P"
+    assert format_p_value(0.25, 100) == "0.25" and format_p_value(0.0123456) == "0.01235"
+    assert format_p_value(math.nan, 100) == "–" and format_p_value(None) == "–"
+    assert format_cell(PValue(0.0, 100)) == "< 0.01" and is_numeric(PValue(0.0))
+
+
+def test_report_shows_a_p_value_of_zero_as_below_one_over_p(tmp_path):
+    html, markdown = report_texts(write_small_run(tmp_path / "run", p_zero_rows()))
+    # Final-round table: generic's mmd_domain has mean p 0 -> "< 0.01" (P = 100), right-aligned.
+    assert '<td class="n">&lt; 0.01</td>' in html
+    assert "| 0.125 | 0 | < 0.01 |" in markdown
+    # The reading says "p < 0.01" and still counts the shift as significant.
+    assert "(mean p &lt; 0.01)" in html and "(mean p < 0.01)" in markdown
+    assert "domain shift under 1 of 2 systems" in markdown
+    for text in (html, markdown):
+        assert "0.000" not in text
+        assert not re.search(P_EQUALS_ZERO, text)
+    summary = pd.read_csv(tmp_path / "run" / "summary_table.csv")  # the numbers stay numbers
+    assert (
+        summary.query("generator == 'generic' and metric == 'mmd_domain'")["p_value"].iloc[0] == 0
+    )
+
+
+def test_p_value_of_zero_without_a_known_p(tmp_path):
+    html, markdown = report_texts(write_small_run(tmp_path / "run", p_zero_rows(), None))
+    assert "| < 1/P |" in markdown and "&lt; 1/P" in html and "(mean p < 1/P)" in markdown
+
+
+def test_p_value_of_zero_and_missing_values_in_a_sweep_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, gen in enumerate(("generic", "wachter")):
+        rows = [r for r in p_zero_rows() if r[1] == gen]
+        missing = None
+        if gen == "wachter":
+            rows.append((0, gen, "f1_change", math.nan, math.nan))
+            missing = [(0, 10, "mlp", gen, "f1_change", "the test set is empty")]
+        write_small_run(sweep / str(job), rows, n_permutations=1000, missing=missing)
+        OmegaConf.save(
+            OmegaConf.create([f"generator={gen}"]), sweep / str(job) / ".hydra" / "overrides.yaml"
+        )
+    markdown = build_sweep_report(sweep, figures=False).with_suffix(".md").read_text()
+    assert "< 0.001" in markdown and "0.000" not in markdown
+    assert not re.search(P_EQUALS_ZERO, markdown)
+    assert "## Missing values" in markdown
+    assert "| 1 | f1_change | mlp | wachter | the test set is empty | 1 | 0 | 10 |" in markdown
+
+
+def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
+    rows = [
+        *p_zero_rows(),
+        # perturbation missing in both repetitions (a non-parametric model)
+        (0, "generic", "perturbation", math.nan, math.nan),
+        (1, "generic", "perturbation", math.nan, math.nan),
+        # mmd_model missing in repetition 1 only, computed in repetition 0
+        (0, "wachter", "mmd_model", 0.03, 0.2),
+        (1, "wachter", "mmd_model", math.nan, math.nan),
+        # a file written before the fix: NaN value beside a p-value of 0
+        (0, "generic", "mmd_model", math.nan, 0.0),
+        (1, "generic", "mmd_model", math.nan, 0.0),
+    ]
+    missing = [
+        (0, 10, "mlp", "generic", "perturbation", "the model has no parameters"),
+        (1, 10, "mlp", "generic", "perturbation", "the model has no parameters"),
+        (
+            1,
+            10,
+            "mlp",
+            "wachter",
+            "mmd_model",
+            "the current model probabilities hold 2 non-finite values (NaN or inf)",
+        ),
+    ]
+    run = write_small_run(tmp_path / "run", rows, missing=missing)
+    html, markdown = report_texts(run)
+    summary = pd.read_csv(run / "summary_table.csv").set_index(["metric", "generator"])
+    # Missing values count nowhere: not in n, not in the mean, and their p-values are dropped.
+    assert summary.loc[("perturbation", "generic"), "n"] == 0
+    assert np.isnan(summary.loc[("perturbation", "generic"), "mean"])
+    assert summary.loc[("mmd_model", "wachter"), "n"] == 1
+    assert summary.loc[("mmd_model", "wachter"), "mean"] == 0.03
+    assert np.isnan(summary.loc[("mmd_model", "generic"), "p_value"])  # the stale p = 0 is gone
+    # The table shows the missing cells as "–".
+    assert "| perturbation | model | mlp | generic | 10 | 0 | – | – | – |" in markdown
+    assert "| mmd_model | model | mlp | generic | 10 | 0 | – | – | – |" in markdown
+    # The section lists the reasons, in both renderings.
+    for text in (html, markdown):
+        assert "Missing values" in text
+        assert "the model has no parameters" in text
+        assert "hold 2 non-finite values (NaN or inf)" in text
+    assert (
+        "| perturbation | mlp | generic | the model has no parameters | 2 | 0, 1 | 10 |" in markdown
+    )
+    # The reading neither ranks nor counts the missing values, and names them.
+    reading = markdown.split("## Largest shifts")[1].split("## Final-round summary")[0]
+    assert "model shift (MMD of predictions) was 0.03 (p = 0.2) under wachter with mlp" in reading
+    assert "model shift under 0 of 1 system" in reading  # generic's stale p = 0 is not counted
+    assert "No value could be computed at the final round" in reading
+    assert "parameter perturbation under generic with mlp" in reading
+
+
+def test_no_missing_section_without_missing_values(tmp_path):
+    html, markdown = report_texts(write_small_run(tmp_path / "run", p_zero_rows()))
+    assert "Missing values" not in html and "Missing values" not in markdown
+    assert "No value could be computed" not in markdown
+
+
+def test_reading_never_calls_a_missing_value_significant():
+    summary = pd.DataFrame(
+        [
+            ("mmd_domain", "domain", "mlp", "generic", 10, 0, np.nan, np.nan, 0.0),
+            ("mmd_domain", "domain", "mlp", "wachter", 10, 2, 0.02, 0.01, 0.0),
+        ],
+        columns=["metric", "scope", "model", "generator", "round", "n", "mean", "sd", "p_value"],
+    )
+    text = " ".join(largest_shifts(summary, n_permutations=100))
+    assert "domain shift under 1 of 1 system" in text
+    assert "Under wachter with mlp" in text and "(mean p < 0.01)" in text
+    assert "domain shift (MMD) under generic with mlp (see Missing values)" in text

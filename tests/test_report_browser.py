@@ -15,16 +15,11 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import TINY as SMOKE_TWO_REPETITIONS
+
+TINY = [*SMOKE_TWO_REPETITIONS, "report.figures=true"]
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "simulation.n_rounds=2",
-    "simulation.n_repetitions=2",
-    "simulation.evaluate_every=1",
-    "simulation.n_permutations=10",
-    "data.n_samples=100",
-    "progress=false",
-]
 FLAGS = [
     "--headless",
     "--no-sandbox",

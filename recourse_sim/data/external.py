@@ -5,6 +5,9 @@ Barry, 1997) comes through scikit-learn's downloader. Both loaders read files th
 and never download anything; a missing file is a :class:`ConfigError` that says how to obtain
 it. Preprocessing as in the reference study (``sections/data_preprocessing/real_world_data.qmd``
 of the paper repository): balance, standardise, then draw ``n_samples`` rows, half per class.
+As for any user file, a column with non-finite values (or values whose standardisation
+overflows) is refused by name on ``data.path``, and every feature is bounded at its observed
+``[min, max]`` (model space) unless ``bounds="none"``.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ def load_gmsc(
     immutable: Sequence[str] = (),
     increase_only: Sequence[str] = (),
     decrease_only: Sequence[str] = (),
+    bounds: str = "observed",
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -96,6 +100,8 @@ def load_gmsc(
         immutable: Features recourse must leave unchanged (e.g. ``["age"]``).
         increase_only: Features that may only increase.
         decrease_only: Features that may only decrease.
+        bounds: ``"observed"``: each feature bounded at its observed ``[min, max]`` in the
+            loaded data (model space); ``"none"``: unbounded.
         rng: Source of all randomness.
 
     Returns:
@@ -120,8 +126,10 @@ def load_gmsc(
         balance=True,
         n_samples=n_samples,
         dropna=True,
+        bounds=bounds,
         name="gmsc",
         source=GMSC_SOURCE,
+        columns_key="data.path",
     )
 
 
@@ -131,6 +139,7 @@ def load_california(
     immutable: Sequence[str] = (),
     increase_only: Sequence[str] = (),
     decrease_only: Sequence[str] = (),
+    bounds: str = "observed",
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -145,6 +154,8 @@ def load_california(
         immutable: Features recourse must leave unchanged (e.g. ``["Latitude", "Longitude"]``).
         increase_only: Features that may only increase.
         decrease_only: Features that may only decrease.
+        bounds: ``"observed"``: each feature bounded at its observed ``[min, max]`` in the
+            loaded data (model space); ``"none"``: unbounded.
         rng: Source of all randomness.
 
     Returns:
@@ -162,8 +173,8 @@ def load_california(
             frame, (*CALIFORNIA_FEATURES, CALIFORNIA_TARGET), path, "a California housing CSV"
         )
     value = frame[CALIFORNIA_TARGET]
-    if not pd.api.types.is_numeric_dtype(value):
-        raise ConfigError(f"data.path[{CALIFORNIA_TARGET}]", path, "numeric house values")
+    if not pd.api.types.is_numeric_dtype(value) or np.isinf(value.to_numpy(float)).any():
+        raise ConfigError(f"data.path[{CALIFORNIA_TARGET}]", path, "finite numeric house values")
     # Missing values stay missing so that the preprocessing names the column.
     frame = frame.assign(
         **{CALIFORNIA_TARGET: (value >= value.median()).astype(float).where(value.notna())}
@@ -179,8 +190,10 @@ def load_california(
         decrease_only=decrease_only,
         balance=True,
         n_samples=n_samples,
+        bounds=bounds,
         name="california",
         source=CALIFORNIA_SOURCE,
+        columns_key="data.path",
     )
 
 

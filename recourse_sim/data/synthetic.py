@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recourse_sim.data._checks import check_count, check_real, check_rng
+from recourse_sim import checks
+from recourse_sim.data._checks import check_rng, check_sample_count
 from recourse_sim.data.base import Dataset
 from recourse_sim.errors import ConfigError
 
@@ -96,9 +97,9 @@ def make_circles(
         The data set ``circles``.
     """
     rng = check_rng(rng)
-    n = check_count("data.n_samples", n_samples, minimum=4, even=True)
-    noise = check_real("data.noise", noise, low=0.0)
-    factor = check_real("data.factor", factor, low=0.0, high=1.0, high_open=True)
+    n = check_sample_count("data.n_samples", n_samples, minimum=4, even=True)
+    noise = checks.real("data.noise", noise, minimum=0.0)
+    factor = checks.real("data.factor", factor, minimum=0.0, maximum=1.0, high_open=True)
     y = np.repeat([0, 1], n // 2)
     angle = rng.uniform(0.0, 2.0 * np.pi, n)
     radius = np.where(y == 0, factor, 1.0)
@@ -128,10 +129,10 @@ def make_moons(
         The data set ``moons``.
     """
     rng = check_rng(rng)
-    n = check_count("data.n_samples", n_samples, minimum=4, even=True)
-    noise = check_real("data.noise", noise, low=0.0)
-    x_shift = check_real("data.x_shift", x_shift, low=-np.inf)
-    y_shift = check_real("data.y_shift", y_shift, low=-np.inf)
+    n = check_sample_count("data.n_samples", n_samples, minimum=4, even=True)
+    noise = checks.real("data.noise", noise, minimum=0.0)
+    x_shift = checks.real("data.x_shift", x_shift)
+    y_shift = checks.real("data.y_shift", y_shift)
     y = np.repeat([0, 1], n // 2)
     angle = rng.uniform(0.0, np.pi, n)
     lower = y == 1
@@ -150,8 +151,8 @@ def _blobs(
     rng: np.random.Generator,
 ) -> Dataset:
     rng = check_rng(rng)
-    n = check_count("data.n_samples", n_samples, minimum=4, even=True)
-    std = check_real("data.cluster_std", cluster_std, low=0.0)
+    n = check_sample_count("data.n_samples", n_samples, minimum=4, even=True)
+    std = checks.real("data.cluster_std", cluster_std, minimum=0.0)
     low, high = _box(center_box)
     # Without given centres, MLJBase draws every centre coordinate independently from the box.
     means = rng.uniform(low, high, size=(2, 2)) if centers is None else _centers(centers)
@@ -163,21 +164,21 @@ def _blobs(
 def _centers(centers: object) -> np.ndarray:
     allowed = "two centres [[x, y] of class 0, [x, y] of class 1] with finite coordinates, or null"
     try:
-        means = np.array([[float(v) for v in c] for c in centers], dtype=np.float64)
-    except (TypeError, ValueError):
+        rows = [[checks.real("data.centers", v) for v in c] for c in centers]
+    except (ConfigError, TypeError):
         raise ConfigError("data.centers", centers, allowed) from None
-    if means.shape != (2, 2) or not np.all(np.isfinite(means)):
+    if len(rows) != 2 or any(len(row) != 2 for row in rows):
         raise ConfigError("data.centers", centers, allowed)
-    return means
+    return np.array(rows, dtype=np.float64)
 
 
 def _box(center_box: object) -> tuple[float, float]:
     allowed = "a pair [low, high] of finite numbers with low < high"
     try:
-        low, high = (float(v) for v in center_box)
-    except (TypeError, ValueError):
+        low, high = (checks.real("data.center_box", v) for v in center_box)
+    except (ConfigError, TypeError, ValueError):
         raise ConfigError("data.center_box", center_box, allowed) from None
-    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+    if not low < high:
         raise ConfigError("data.center_box", center_box, allowed)
     return low, high
 

@@ -6,6 +6,12 @@ columns are one-hot encoded without dropping a level (MLJ's ``ContinuousEncoder`
 table is balanced by random undersampling of the majority class, the remaining columns are
 standardised on that balanced table (MLJ's ``Standardizer``: sample standard deviation), and
 only then is the experiment's sample of ``n_samples`` rows (half per class) drawn.
+
+Every value of a used column must be a finite number that stays finite through standardisation
+(and within float32, in which the classifiers compute); a column that breaks this is refused by
+name. User files (:func:`load_csv` and the loaders of :mod:`recourse_sim.data.external`) get
+default bounds, ``bounds="observed"``: the observed ``[min, max]`` of each feature in the loaded
+data (model space), ``[0, 1]`` for one-hot columns, as DiCE's permitted range.
 """
 
 from __future__ import annotations
@@ -17,9 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recourse_sim.data._checks import as_names, check_count, check_rng
+from recourse_sim import checks
+from recourse_sim.data._checks import check_rng, check_sample_count
 from recourse_sim.data.base import Dataset
 from recourse_sim.errors import ConfigError
+
+#: Values of ``data.bounds``: observed [min, max] per feature in model space, or unbounded.
+BOUNDS = ("observed", "none")
+#: The largest magnitude a model-space value may have (the classifiers compute in float32).
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def prepare_table(
@@ -38,8 +50,10 @@ def prepare_table(
     balance: bool = False,
     n_samples: int | None = None,
     dropna: bool = False,
+    bounds: str = "none",
     name: str = "data",
     source: str = "",
+    columns_key: str = "data.features",
 ) -> Dataset:
     """Validate, encode, balance, standardise and subsample a table.
 
@@ -62,8 +76,14 @@ def prepare_table(
         n_samples: Rows to keep at random (half per class when ``balance``); ``None`` keeps
             all.
         dropna: Drop rows with a missing value in a used column instead of refusing them.
+        bounds: ``"observed"`` bounds every feature at its observed ``[min, max]`` in the
+            returned data (model space; one-hot columns at ``[0, 1]``); ``"none"`` leaves
+            every feature unbounded.
         name: Name of the data set.
         source: Provenance and attribution.
+        columns_key: The config key named when a column's values are unusable (missing,
+            non-finite, too large): ``data.features`` where the user chooses the columns,
+            ``data.path`` where the loader fixes them.
 
     Returns:
         The data set in model space; a categorical column ``C`` with levels ``a, b`` becomes the
@@ -71,10 +91,15 @@ def prepare_table(
 
     Raises:
         ConfigError: On an unknown column, a target that is not binary or lacks
-            ``positive_label``, missing values, text in a non-categorical feature, or an
-            ``n_samples`` larger than the data allows.
+            ``positive_label``, missing or non-finite values (or values that overflow when
+            standardised), text in a non-categorical feature, an ``n_samples`` larger than the
+            data allows, or a ``bounds`` other than :data:`BOUNDS`.
     """
     rng = check_rng(rng)
+    checks.check_choice("data.bounds", bounds, BOUNDS)
+    standardize = checks.flag("data.standardize", standardize)
+    balance = checks.flag("data.balance", balance)
+    dropna = checks.flag("data.dropna", dropna)
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
     target = str(target)
@@ -88,7 +113,7 @@ def prepare_table(
     if missing and dropna:
         table = table.dropna()
     elif missing:
-        key = "data.target" if list(missing) == [target] else "data.features"
+        key = "data.target" if list(missing) == [target] else columns_key
         raise ConfigError(
             key,
             missing,
@@ -103,6 +128,11 @@ def prepare_table(
     n_keep = _sample_size(n_samples, counts, balance)
 
     X, names, groups = _encode(table, features, categorical, levels)
+    continuous = np.ones(X.shape[1], dtype=bool)
+    for group in groups:
+        continuous[list(group)] = False
+    # Checked on the whole table, so that whether a file is usable never depends on the seed.
+    _require_usable(X, names, continuous, standardize, columns_key)
 
     if balance:
         minority = int(counts.min())
@@ -112,10 +142,10 @@ def prepare_table(
         keep = rng.permutation(keep)
         X, y = X[keep], y[keep]
     if standardize:
-        continuous = np.ones(X.shape[1], dtype=bool)
-        for group in groups:
-            continuous[list(group)] = False
-        X[:, continuous] = _zscore(X[:, continuous])
+        X[:, continuous], finite = _zscore(X[:, continuous])
+        overflow = np.zeros(X.shape[1], dtype=bool)
+        overflow[np.flatnonzero(continuous)[~finite]] = True
+        _refuse(names, overflow, columns_key, _OVERFLOW)
     if n_keep is not None:
         if balance:
             parts = [_draw(np.flatnonzero(y == label), n_keep // 2, rng) for label in (0, 1)]
@@ -124,11 +154,24 @@ def prepare_table(
             keep = rng.choice(len(y), size=n_keep, replace=False)
         X, y = X[keep], y[keep]
 
-    data = Dataset(X, y, names, name=name, categorical_groups=groups, source=source)
+    lower = upper = None
+    if bounds == "observed":
+        lower, upper = X.min(axis=0), X.max(axis=0)
+        lower[~continuous], upper[~continuous] = 0.0, 1.0
+    data = Dataset(
+        X,
+        y,
+        names,
+        name=name,
+        lower=lower,
+        upper=upper,
+        categorical_groups=groups,
+        source=source,
+    )
     return data.with_mutability(
-        as_names(immutable, "data.immutable") or (),
-        as_names(increase_only, "data.increase_only") or (),
-        as_names(decrease_only, "data.decrease_only") or (),
+        checks.names("data.immutable", immutable) or (),
+        checks.names("data.increase_only", increase_only) or (),
+        checks.names("data.decrease_only", decrease_only) or (),
     )
 
 
@@ -145,6 +188,7 @@ def load_csv(
     balance: bool = False,
     n_samples: int | None = None,
     name: str | None = None,
+    bounds: str = "observed",
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -164,13 +208,16 @@ def load_csv(
         n_samples: Rows to keep at random (half per class when ``balance``); ``None`` keeps
             all.
         name: Name of the data set; by default the file name without extensions.
+        bounds: ``"observed"``: each feature bounded at its observed ``[min, max]`` in the
+            loaded data (model space; one-hot columns ``[0, 1]``); ``"none"``: unbounded.
         rng: Source of all randomness.
 
     Returns:
         The preprocessed data set (see :func:`prepare_table`).
 
     Raises:
-        ConfigError: If the file is missing or unreadable, or on any invalid column choice.
+        ConfigError: If the file is missing or unreadable, names a column twice, holds
+            non-finite values, or on any invalid column choice.
     """
     frame = read_table(path)
     return prepare_table(
@@ -186,7 +233,8 @@ def load_csv(
         standardize=standardize,
         balance=balance,
         n_samples=n_samples,
-        name=name or Path(str(path)).name.split(".")[0],
+        bounds=bounds,
+        name=Path(str(path)).name.split(".")[0] if name is None else checks.text("data.name", name),
         source=f"user file {Path(str(path)).expanduser().resolve()}",
     )
 
@@ -200,6 +248,10 @@ def read_table(path: str | Path | None, what: str = "an existing CSV file") -> p
 
     Returns:
         The table, with pandas' default missing-value markers (``NA``, empty, ...) as NaN.
+
+    Raises:
+        ConfigError: On ``data.path`` if the file is missing or unreadable, or if its header
+            names a column more than once (pandas would silently rename the copies).
     """
     if path is None or str(path) == "":
         raise ConfigError("data.path", path, what)
@@ -207,13 +259,26 @@ def read_table(path: str | Path | None, what: str = "an existing CSV file") -> p
     if not file.is_file():
         raise ConfigError("data.path", str(path), f"{what} (no file at {file.resolve()})")
     try:
-        return pd.read_csv(file)
+        frame = pd.read_csv(file)
+        # The header as written: pandas renames a repeated name ``x`` to ``x.1`` in ``frame``.
+        header = pd.read_csv(file, header=None, nrows=1, dtype=str, keep_default_na=False)
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise ConfigError("data.path", str(path), f"{what}; reading it failed: {error}") from None
+    written = [str(c) for c in header.iloc[0]] if len(header) else []
+    # Empty header cells (e.g. an unnamed index column) are pandas' "Unnamed: i", not repeats.
+    repeated = sorted({c for c in written if c and written.count(c) > 1})
+    if repeated:
+        raise ConfigError(
+            "data.path",
+            str(path),
+            f"{what} whose header names each column once; the header names "
+            f"{', '.join(map(repr, repeated))} more than once (rename or drop the copies)",
+        )
+    return frame
 
 
 def _feature_list(features: object, columns: list[str], target: str) -> list[str]:
-    names = as_names(features, "data.features")
+    names = checks.names("data.features", features)
     if names is None:
         names = [c for c in columns if c != target]
     unknown = [c for c in names if c not in columns]
@@ -266,7 +331,7 @@ def _label_key(value: object) -> object:
 def _sample_size(n_samples: object, counts: np.ndarray, balance: bool) -> int | None:
     if n_samples is None:
         return None
-    n = check_count("data.n_samples", n_samples, minimum=2, even=balance)
+    n = check_sample_count("data.n_samples", n_samples, minimum=2, even=balance)
     available = 2 * int(counts.min()) if balance else int(counts.sum())
     if n > available:
         detail = (
@@ -286,7 +351,7 @@ def _encode(
 ) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[int, ...], ...]]:
     """One-hot encode the categorical features in place; the rest become float columns."""
     text = [c for c in features if _is_text(table[c])]
-    chosen = as_names(categorical, "data.categorical")
+    chosen = checks.names("data.categorical", categorical)
     if chosen is None:
         chosen = text
     unknown = [c for c in chosen if c not in features]
@@ -351,11 +416,61 @@ def _draw(members: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
     return rng.choice(members, size=size, replace=False)
 
 
-def _zscore(X: np.ndarray) -> np.ndarray:
-    """Centre each column and divide by its sample standard deviation (constant: by 1)."""
+def _zscore(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre each column and divide by its sample standard deviation (constant: by 1).
+
+    Returns the standardised columns and, per column, whether its mean, standard deviation and
+    standardised values are all finite (a huge value can overflow the standard deviation).
+    """
     if X.shape[1] == 0:
-        return X
-    mean = X.mean(axis=0)
-    std = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-    return (X - mean) / std
+        return X, np.ones(0, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = X.mean(axis=0)
+        std = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
+        finite = np.isfinite(mean) & np.isfinite(std)
+        std = np.where(finite & (std > 0), std, 1.0)
+        Z = (X - mean) / std
+    return Z, finite & np.isfinite(Z).all(axis=0)
+
+
+_OVERFLOW = (
+    "values so large that standardising them overflows (the standard deviation of a column "
+    "holding 1e300 is infinite)"
+)
+
+
+def _require_usable(
+    X: np.ndarray,
+    names: tuple[str, ...],
+    continuous: np.ndarray,
+    standardize: bool,
+    key: str,
+) -> None:
+    """Refuse, by name under ``key``, the columns whose values the models cannot use.
+
+    Every value must be finite and, if its column is standardised, stay finite through the
+    standardisation; an unstandardised value must lie within the float32 range the classifiers
+    compute in.
+    """
+    _refuse(names, ~np.isfinite(X).all(axis=0), key, "NaN or infinite values")
+    if standardize:
+        overflow = np.zeros(X.shape[1], dtype=bool)
+        overflow[np.flatnonzero(continuous)[~_zscore(X[:, continuous])[1]]] = True
+        _refuse(names, overflow, key, _OVERFLOW)
+    else:
+        too_large = (np.abs(X) > _FLOAT32_MAX).any(axis=0)
+        _refuse(names, too_large, key, "values beyond the float32 range of the classifiers")
+
+
+def _refuse(names: tuple[str, ...], bad: np.ndarray, key: str, problem: str) -> None:
+    """Raise :class:`ConfigError` under ``key`` naming the columns flagged ``bad``, if any."""
+    if not bad.any():
+        return
+    columns = [names[j] for j in np.flatnonzero(bad)]
+    raise ConfigError(
+        key,
+        columns,
+        f"columns of finite numbers; {', '.join(map(repr, columns))} "
+        f"{'holds' if len(columns) == 1 else 'hold'} {problem} "
+        "(fix or rescale them, or leave them out of the features)",
+    )

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from recourse_sim.data.base import Dataset
-from recourse_sim.errors import ConfigError
 
 #: Mutability codes used inside the engine, per feature.
 MUTABLE_BOTH, MUTABLE_INCREASE, MUTABLE_DECREASE, IMMUTABLE = 0, 1, 2, 3
@@ -187,18 +186,3 @@ class Generator(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
-
-
-def non_negative(key: str, value: float) -> float:
-    """``value`` as a float, or :class:`ConfigError` naming ``key`` if it is negative."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(key, value, "a non-negative number")
-    return float(value)
-
-
-def check_probability(key: str, value: float | None, allow_none: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a probability strictly inside (0, 1)."""
-    if value is None and allow_none:
-        return
-    if value is None or not 0.0 < float(value) < 1.0:
-        raise ConfigError(key, value, "a probability strictly between 0 and 1")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recourse_sim.generators.base import non_negative
+from recourse_sim import checks
 from recourse_sim.generators.generic import GenericGenerator
 
 
@@ -28,8 +28,8 @@ class ClaproarGenerator(GenericGenerator):
         # The study searches past validity so that the extra cost can act.
         search_options.setdefault("decision_threshold", None)
         super().__init__(**search_options)
-        self.classifier_loss_weight = non_negative(
-            "generator.classifier_loss_weight", classifier_loss_weight
+        self.classifier_loss_weight = checks.real(
+            "generator.classifier_loss_weight", classifier_loss_weight, minimum=0
         )
 
     def penalty(self, counterfactuals, factuals, logits, state) -> torch.Tensor:

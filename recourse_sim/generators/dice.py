@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from recourse_sim.generators.base import non_negative
+from recourse_sim import checks
 from recourse_sim.generators.generic import GenericGenerator
 
 
@@ -21,8 +21,10 @@ class DiceGenerator(GenericGenerator):
 
     def __init__(self, diversity_weight: float = 1.0, jitter: float = 1e-5, **search_options):
         super().__init__(**search_options)
-        self.diversity_weight = non_negative("generator.diversity_weight", diversity_weight)
-        self.jitter = non_negative("generator.jitter", jitter)
+        self.diversity_weight = checks.real(
+            "generator.diversity_weight", diversity_weight, minimum=0
+        )
+        self.jitter = checks.real("generator.jitter", jitter, minimum=0)
 
     def setup(self, problem) -> torch.Tensor:
         """The z-score scale, to measure diversity between search states."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recourse_sim.generators.base import non_negative
+from recourse_sim import checks
 from recourse_sim.generators.generic import GenericGenerator
 
 
@@ -31,9 +31,9 @@ class EccoGenerator(GenericGenerator):
         self, energy_weight: float = 1.0, energy_regularisation: float = 1e-3, **search_options
     ):
         super().__init__(**search_options)
-        self.energy_weight = non_negative("generator.energy_weight", energy_weight)
-        self.energy_regularisation = non_negative(
-            "generator.energy_regularisation", energy_regularisation
+        self.energy_weight = checks.real("generator.energy_weight", energy_weight, minimum=0)
+        self.energy_regularisation = checks.real(
+            "generator.energy_regularisation", energy_regularisation, minimum=0
         )
 
     def decay(self, step: int) -> float:

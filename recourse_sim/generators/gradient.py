@@ -29,14 +29,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from recourse_sim.errors import ConfigError
-from recourse_sim.generators.base import (
-    Generator,
-    SearchProblem,
-    SearchResult,
-    check_probability,
-    non_negative,
-)
+from recourse_sim import checks
+from recourse_sim.generators.base import Generator, SearchProblem, SearchResult
 from recourse_sim.generators.vae import VAESettings, VAEStore, vae_settings
 from recourse_sim.utils import counter_rng
 
@@ -73,20 +67,22 @@ class GradientGenerator(Generator):
         latent_space: bool = False,
         vae: Mapping | VAESettings | None = None,
     ):
-        check_probability("generator.decision_threshold", decision_threshold, allow_none=True)
-        if not float(learning_rate) > 0:
-            raise ConfigError("generator.learning_rate", learning_rate, "a positive number")
-        if int(max_iter) < 1:
-            raise ConfigError("generator.max_iter", max_iter, "a positive integer")
-        if not float(step_tolerance) > 0:
-            raise ConfigError("generator.step_tolerance", step_tolerance, "a positive number")
-        self.cost_weight = non_negative("generator.cost_weight", cost_weight)
-        self.learning_rate = float(learning_rate)
-        self.max_iter = int(max_iter)
-        self.decision_threshold = None if decision_threshold is None else float(decision_threshold)
-        self.step_tolerance = float(step_tolerance)
-        self.init_noise = non_negative("generator.init_noise", init_noise)
-        self.latent_space = bool(latent_space)
+        self.decision_threshold = checks.probability(
+            "generator.decision_threshold",
+            decision_threshold,
+            optional=True,
+            none_means="search past validity until every step < step_tolerance",
+        )
+        self.cost_weight = checks.real("generator.cost_weight", cost_weight, minimum=0)
+        self.learning_rate = checks.real(
+            "generator.learning_rate", learning_rate, minimum=0, low_open=True
+        )
+        self.max_iter = checks.integer("generator.max_iter", max_iter, minimum=1)
+        self.step_tolerance = checks.real(
+            "generator.step_tolerance", step_tolerance, minimum=0, low_open=True
+        )
+        self.init_noise = checks.real("generator.init_noise", init_noise, minimum=0)
+        self.latent_space = checks.flag("generator.latent_space", latent_space)
         self.vae = vae_settings(vae)
         self._vaes = VAEStore(self.vae)
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from recourse_sim.errors import ConfigError
-from recourse_sim.generators.base import non_negative
+from recourse_sim import checks
 from recourse_sim.generators.generic import GenericGenerator
 from recourse_sim.utils import counter_rng
 
@@ -31,10 +30,14 @@ class GravitationalGenerator(GenericGenerator):
         # The study searches past validity so that the pull can act.
         search_options.setdefault("decision_threshold", None)
         super().__init__(**search_options)
-        if n_neighbours is not None and int(n_neighbours) < 1:
-            raise ConfigError("generator.n_neighbours", n_neighbours, "a positive integer or null")
-        self.gravity_weight = non_negative("generator.gravity_weight", gravity_weight)
-        self.n_neighbours = None if n_neighbours is None else int(n_neighbours)
+        self.gravity_weight = checks.real("generator.gravity_weight", gravity_weight, minimum=0)
+        self.n_neighbours = checks.integer(
+            "generator.n_neighbours",
+            n_neighbours,
+            minimum=1,
+            optional=True,
+            none_means="the mean of all current positives",
+        )
 
     def setup(self, problem) -> torch.Tensor:
         """The centroid ``x̄*`` of each individual, ``(S, B, 1, d)``."""

@@ -16,8 +16,13 @@ from dataclasses import dataclass
 
 import torch
 
-from recourse_sim.errors import ConfigError
-from recourse_sim.generators.base import IMMUTABLE, MUTABLE_DECREASE, MUTABLE_INCREASE
+from recourse_sim import checks
+from recourse_sim.generators.base import (
+    IMMUTABLE,
+    MUTABLE_BOTH,
+    MUTABLE_DECREASE,
+    MUTABLE_INCREASE,
+)
 from recourse_sim.generators.gradient import GradientGenerator
 
 
@@ -35,16 +40,24 @@ class GreedyGenerator(GradientGenerator):
     def __init__(self, step_size: float = 0.1, max_changes: int = 10, **search_options):
         # No distance penalty, and the JSMA step replaces gradient descent's learning rate.
         super().__init__(cost_weight=0.0, **search_options)
-        if not float(step_size) > 0:
-            raise ConfigError("generator.step_size", step_size, "a positive number")
-        if int(max_changes) < 1:
-            raise ConfigError("generator.max_changes", max_changes, "a positive integer")
-        self.step_size = float(step_size)
-        self.max_changes = int(max_changes)
+        self.step_size = checks.real("generator.step_size", step_size, minimum=0, low_open=True)
+        self.max_changes = checks.integer("generator.max_changes", max_changes, minimum=1)
 
     def setup(self, problem) -> _Budget:
-        """Fresh change counters for this search."""
-        return _Budget(mutability=problem.space.mutability)
+        """Fresh change counters for this search.
+
+        In a VAE's latent space (``latent_space=True``) every latent coordinate may move: the
+        decoder enforces the features' mutability.
+        """
+        mutability = problem.space.mutability
+        if self.latent_space:
+            mutability = torch.full(
+                (self.vae.latent_dim,),
+                MUTABLE_BOTH,
+                dtype=mutability.dtype,
+                device=mutability.device,
+            )
+        return _Budget(mutability=mutability)
 
     def penalty(self, counterfactuals, factuals, logits, state) -> torch.Tensor:
         """No distance penalty (the method's plausibility comes from the model's confidence)."""

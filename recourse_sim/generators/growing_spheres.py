@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from recourse_sim.errors import ConfigError
+from recourse_sim import checks
 from recourse_sim.generators.base import (
     IMMUTABLE,
     MUTABLE_DECREASE,
@@ -28,7 +28,6 @@ from recourse_sim.generators.base import (
     Generator,
     SearchProblem,
     SearchResult,
-    check_probability,
 )
 from recourse_sim.utils import counter_rng
 
@@ -46,17 +45,12 @@ class GrowingSpheresGenerator(Generator):
         max_iter: int = 1000,
         decision_threshold: float = 0.5,
     ):
-        if int(n_samples) < 1:
-            raise ConfigError("generator.n_samples", n_samples, "a positive integer")
-        if not float(step) > 0:
-            raise ConfigError("generator.step", step, "a positive number (z-score units)")
-        if int(max_iter) < 1:
-            raise ConfigError("generator.max_iter", max_iter, "a positive integer")
-        check_probability("generator.decision_threshold", decision_threshold)
-        self.n_samples = int(n_samples)
-        self.step = float(step)
-        self.max_iter = int(max_iter)
-        self.decision_threshold = float(decision_threshold)
+        self.n_samples = checks.integer("generator.n_samples", n_samples, minimum=1)
+        self.step = checks.real("generator.step", step, minimum=0, low_open=True)
+        self.max_iter = checks.integer("generator.max_iter", max_iter, minimum=1)
+        self.decision_threshold = checks.probability(
+            "generator.decision_threshold", decision_threshold
+        )
 
     def search(self, problem: SearchProblem) -> SearchResult:
         """Run the layered sampling for every individual of every system at once."""

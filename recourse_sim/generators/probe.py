@@ -16,8 +16,7 @@ import math
 
 import torch
 
-from recourse_sim.errors import ConfigError
-from recourse_sim.generators.base import check_probability, non_negative
+from recourse_sim import checks
 from recourse_sim.generators.generic import GenericGenerator
 
 _SQRT2 = math.sqrt(2.0)
@@ -34,14 +33,15 @@ class ProbeGenerator(GenericGenerator):
         **search_options,
     ):
         super().__init__(**search_options)
-        check_probability("generator.invalidation_target", invalidation_target)
-        if not float(noise_variance) > 0:
-            raise ConfigError("generator.noise_variance", noise_variance, "a positive number")
-        self.invalidation_weight = non_negative(
-            "generator.invalidation_weight", invalidation_weight
+        self.invalidation_weight = checks.real(
+            "generator.invalidation_weight", invalidation_weight, minimum=0
         )
-        self.invalidation_target = float(invalidation_target)
-        self.noise_variance = float(noise_variance)
+        self.invalidation_target = checks.probability(
+            "generator.invalidation_target", invalidation_target
+        )
+        self.noise_variance = checks.real(
+            "generator.noise_variance", noise_variance, minimum=0, low_open=True
+        )
 
     def invalidation_rate(self, counterfactuals, logits, create_graph: bool) -> torch.Tensor:
         """Closed-form invalidation rate ``(S, B, K)`` under Gaussian noise on the features."""

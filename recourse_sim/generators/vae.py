@@ -19,10 +19,11 @@ system key, so it survives between rounds and travels with checkpoints.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
+from recourse_sim import checks
 from recourse_sim.errors import ConfigError
 from recourse_sim.models.network import Architecture, StackedNetworks
 from recourse_sim.models.training import adam_step
@@ -46,18 +47,17 @@ class VAESettings:
     decoder_l2: float = 0.01
 
     def __post_init__(self) -> None:
-        for key in ("latent_dim", "hidden_dim", "batch_size"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"generator.vae.{key}", getattr(self, key), "a positive integer")
-        for key in ("epochs", "retrain_epochs"):
-            if int(getattr(self, key)) < 0:
-                raise ConfigError(f"generator.vae.{key}", getattr(self, key), "an integer >= 0")
-        if not float(self.learning_rate) > 0:
-            raise ConfigError(
-                "generator.vae.learning_rate", self.learning_rate, "a positive number"
-            )
-        if float(self.decoder_l2) < 0:
-            raise ConfigError("generator.vae.decoder_l2", self.decoder_l2, "a non-negative number")
+        # Store every value in its checked, canonical type (the dataclass is frozen).
+        def check(name: str, checker, **bounds) -> None:
+            value = checker(f"generator.vae.{name}", getattr(self, name), **bounds)
+            object.__setattr__(self, name, value)
+
+        for name in ("latent_dim", "hidden_dim", "batch_size"):
+            check(name, checks.integer, minimum=1)
+        for name in ("epochs", "retrain_epochs"):  # 0: no (re)training
+            check(name, checks.integer, minimum=0)
+        check("learning_rate", checks.real, minimum=0, low_open=True)
+        check("decoder_l2", checks.real, minimum=0)
 
 
 def vae_settings(value: Mapping | VAESettings | None) -> VAESettings:
@@ -67,6 +67,8 @@ def vae_settings(value: Mapping | VAESettings | None) -> VAESettings:
     if isinstance(value, VAESettings):
         return value
     known = set(VAESettings.__dataclass_fields__)
+    if not isinstance(value, Mapping):
+        raise ConfigError("generator.vae", value, f"a mapping with keys among {sorted(known)}")
     unknown = sorted(set(value) - known)
     if unknown:
         raise ConfigError("generator.vae", unknown, f"keys among {sorted(known)}")
@@ -226,9 +228,14 @@ class VAEStore:
             system.trained_for_round = round_key
 
     def state_dict(self) -> dict:
-        """Everything needed to continue (for checkpoints)."""
-        return {"systems": self._systems}
+        """Everything needed to continue, as tensors and plain containers (for checkpoints)."""
+        return {
+            "systems": {
+                key: {f.name: getattr(system, f.name) for f in fields(system)}
+                for key, system in self._systems.items()
+            }
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
-        self._systems = dict(state["systems"])
+        self._systems = {key: _SystemVAE(**system) for key, system in state["systems"].items()}

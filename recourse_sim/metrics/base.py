@@ -4,10 +4,16 @@ Every metric compares the *current* state of one recourse system with its *initi
 0), never consecutive rounds, as in AlgorithmicRecourseDynamics.jl (Altmeyer et al., SaTML 2023).
 Metrics are plain callables configured through ``configs/metrics``; a new metric is one small
 class plus one YAML entry.
+
+A metric that cannot be computed (non-finite inputs, an empty set, a model without parameters)
+returns :meth:`MetricResult.missing` with the reason: value NaN and no p-value, never a p-value
+computed from NaN (which would read as a highly significant shift). The simulation writes such a
+value as empty ``value`` and ``p_value`` cells and records the reason (CONVENTIONS rule 2).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,10 +24,49 @@ import numpy as np
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One metric value, with its permutation-test p-value where the metric has one."""
+    """One metric value, with its permutation-test p-value where the metric has one.
+
+    Attributes:
+        value: The metric's value; NaN when it cannot be computed.
+        p_value: The permutation-test p-value, or None (no test, or a missing value).
+        reason: Why the value is missing (None when it is not).
+    """
 
     value: float
     p_value: float | None = None
+    reason: str | None = None
+
+    @classmethod
+    def missing(cls, reason: str) -> MetricResult:
+        """A value that cannot be computed: NaN, no p-value, and why."""
+        return cls(math.nan, None, reason)
+
+    @property
+    def is_missing(self) -> bool:
+        """Whether the value is missing (not a finite number)."""
+        return not math.isfinite(self.value)
+
+
+def count_non_finite(values: np.ndarray) -> int:
+    """How many entries of ``values`` are NaN or infinite."""
+    values = np.asarray(values, dtype=np.float64)
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def non_finite_reason(**arrays: np.ndarray) -> str | None:
+    """Why arrays cannot enter a metric: the first one holding NaN or inf, else None.
+
+    Keywords are the arrays' descriptions with spaces as underscores
+    (``current_training_data=train_X`` gives "the current training data hold 3 non-finite
+    values (NaN or inf)").
+    """
+    for name, values in arrays.items():
+        bad = count_non_finite(values)
+        if bad:
+            what = name.replace("_", " ")
+            noun = "value" if bad == 1 else "values"
+            return f"the {what} hold {bad} non-finite {noun} (NaN or inf)"
+    return None
 
 
 @dataclass
@@ -44,6 +89,9 @@ class EvaluationContext:
         rng: The metrics stream of this system and evaluation (subsampling, permutations, grids).
         target: The favourable class.
         n_permutations: Permutations for p-values; 0 means no p-value (e.g. at round 0).
+        p_value_form: ``"reference"`` (``#{null >= observed} / P``, the reference code's form,
+            the default) or ``"corrected"`` (``(#{null >= observed} + 1) / (P + 1)``); the
+            simulation passes ``simulation.p_value``.
     """
 
     reference_X: np.ndarray
@@ -59,6 +107,7 @@ class EvaluationContext:
     rng: np.random.Generator
     target: int = 1
     n_permutations: int = 0
+    p_value_form: str = "reference"
     _cache: dict = field(default_factory=dict, repr=False)
 
     @cached_property

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 
-from recourse_sim.errors import check_choice
-from recourse_sim.metrics._checks import check_count, check_flag, check_length_scale
-from recourse_sim.metrics.base import EvaluationContext, MetricResult
+from recourse_sim import checks
+from recourse_sim.metrics.base import EvaluationContext, MetricResult, non_finite_reason
 from recourse_sim.metrics.mmd import mmd2_linear, mmd_permutation_test, subsample
 
 
@@ -45,34 +44,55 @@ class DomainMMD:
         estimator: str = "unbiased",
     ):
         self.name = name
-        self.target_only = check_flag(f"metrics.{name}.target_only", target_only)
-        self.n_samples = check_count(
-            f"metrics.{name}.n_samples", n_samples, minimum=2, optional=True
+        self.target_only = checks.flag(f"metrics.{name}.target_only", target_only)
+        self.n_samples = checks.integer(
+            f"metrics.{name}.n_samples", n_samples, minimum=2, optional=True, none_means="all rows"
         )
-        self.length_scale = check_length_scale(f"metrics.{name}.length_scale", length_scale)
-        check_choice(f"metrics.{name}.estimator", estimator, ("unbiased", "linear"))
+        self.length_scale = checks.real(
+            f"metrics.{name}.length_scale", length_scale, minimum=0, low_open=True
+        )
+        checks.check_choice(f"metrics.{name}.estimator", estimator, ("unbiased", "linear"))
         self.estimator = estimator
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
         """Compare the initial with the current population.
 
-        Returns NaN (and no p-value) when either side has fewer than two rows, where no unbiased
-        estimate exists; a simulation in that state is reported rather than aborted.
+        The value is missing (NaN, no p-value, with the reason) when either side has fewer than
+        two rows, where no unbiased estimate exists, or holds NaN or inf; a simulation in that
+        state is reported rather than aborted.
         """
         x, y = context.reference_X, context.train_X
+        rows = "rows"
         if self.target_only:
             x = x[context.reference_y == context.target]
             y = y[context.train_y == context.target]
+            rows = f"rows of class {context.target}"
         if len(x) < 2 or len(y) < 2:
-            return MetricResult(math.nan)
+            return MetricResult.missing(
+                f"fewer than two {rows} to compare (initial data: {len(x)}, current training "
+                f"data: {len(y)})"
+            )
+        reason = non_finite_reason(initial_data=x, current_training_data=y)
+        if reason:
+            return MetricResult.missing(reason)
         x, y = subsample(x, y, self.n_samples, context.rng)
         if self.estimator == "linear":
             # The estimator pairs consecutive rows, so the rows must be in random order; the
             # current training set is ordered (moved individuals sit at their original slots).
             x = x[context.rng.permutation(len(x))]
             y = y[context.rng.permutation(len(y))]
-            return MetricResult(mmd2_linear(x, y, self.length_scale))
+            value = mmd2_linear(x, y, self.length_scale)
+            if not math.isfinite(value):
+                return MetricResult.missing("the linear MMD estimate is not finite")
+            return MetricResult(value)
         value, p_value = mmd_permutation_test(
-            x, y, context.n_permutations, context.rng, self.length_scale
+            x,
+            y,
+            context.n_permutations,
+            context.rng,
+            self.length_scale,
+            p_value_form=context.p_value_form,
         )
+        if not math.isfinite(value):
+            return MetricResult.missing("the MMD estimate is not finite")
         return MetricResult(value, p_value)

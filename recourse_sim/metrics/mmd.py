@@ -10,7 +10,12 @@ AlgorithmicRecourseDynamics.jl v0.1.2, ``src/evaluation/mmd.jl``):
 * subsampling: ``n = min(len(x), n_samples)``, and each sample independently reduced to ``n``
   random rows (without replacement) when it has more;
 * permutation p-value ``#{null ≥ observed} / P`` over ``P`` random splits of the pooled sample
-  (no +1 correction).
+  (no +1 correction; it is exactly 0 when no split reaches the observed value). The corrected
+  form ``(#{null ≥ observed} + 1) / (P + 1)`` (Phipson & Smyth 2010), never 0, is a switch
+  (``simulation.p_value=corrected``).
+
+A sample holding NaN or inf has no estimate: the permutation test then returns NaN and no p-value
+(comparing NaN with the null would count no exceedance and give a p-value of 0).
 
 The linear-time estimator is Gretton et al. 2012, Lemma 14.
 
@@ -23,9 +28,13 @@ sums of the pooled kernel matrix, and for a 0/1 assignment vector ``a`` of the `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
+
+#: The forms of the permutation p-value: ``b / P`` (reference) and ``(b + 1) / (P + 1)``.
+P_VALUE_FORMS = ("reference", "corrected")
 
 #: Memory for the pooled kernel matrix (bytes). Up to about 5,800 pooled points the whole matrix
 #: fits and is computed once; larger samples are processed in column blocks, each computed once.
@@ -227,12 +236,18 @@ def mmd_permutation_test(
     rng: np.random.Generator | None,
     length_scale: float = 0.5,
     chunk_size: int | None = None,
+    p_value_form: str = "reference",
 ) -> tuple[float, float | None]:
     """Unbiased squared MMD and its permutation p-value.
 
     The null distribution is the estimate over ``n_permutations`` random splits of the pooled
-    sample into ``len(x)`` and ``len(y)`` rows (drawn by :func:`permutation_chunks`); the p-value
-    is the share of them at least as large as the observed estimate.
+    sample into ``len(x)`` and ``len(y)`` rows (drawn by :func:`permutation_chunks`). With
+    ``b`` of them at least as large as the observed estimate, the p-value is ``b / P``
+    (``p_value_form="reference"``, the reference code's form, which is 0 when ``b = 0``) or
+    ``(b + 1) / (P + 1)`` (``"corrected"``, never 0).
+
+    When either sample holds NaN or inf, or the estimate is not finite, nothing is permuted and
+    the result is ``(nan, None)``: there is no estimate and no p-value.
 
     Args:
         x: ``(m, d)`` points (or ``(m,)`` values of one feature), ``m >= 2``.
@@ -242,13 +257,18 @@ def mmd_permutation_test(
         length_scale: ℓ of the Gaussian kernel.
         chunk_size: Permutations evaluated per matrix product; by default as many as fit in
             :data:`CHUNK_BYTES`. It changes memory and speed, never the result.
+        p_value_form: ``"reference"`` or ``"corrected"`` (see above).
 
     Returns:
-        ``(mmd², p_value)``, with ``p_value`` None when ``P = 0``.
+        ``(mmd², p_value)``, with ``p_value`` None when ``P = 0`` or the estimate is not finite.
     """
     x, y = _as_samples(x, y, minimum=2)
     if n_permutations < 0:
         raise ValueError(f"n_permutations must be >= 0, got {n_permutations}")
+    if p_value_form not in P_VALUE_FORMS:
+        raise ValueError(f"p_value_form must be one of {P_VALUE_FORMS}, got {p_value_form!r}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return math.nan, None
     m, n = len(x), len(y)
     total = m + n
     width = _block_width(total)
@@ -280,9 +300,13 @@ def mmd_permutation_test(
         del block
 
     value = float(_mmd2_from_sums(*observed, m, n))
+    if not math.isfinite(value):
+        return math.nan, None
     if not n_permutations:
         return value, None
     null_xy = null_x_rows - null_xx
     null_yy = kernel_sum - null_xx - 2.0 * null_xy
     null = _mmd2_from_sums(null_xx, null_yy, null_xy, m, n)
+    if p_value_form == "corrected":
+        return value, float((np.count_nonzero(null >= value) + 1) / (n_permutations + 1))
     return value, float(np.mean(null >= value))

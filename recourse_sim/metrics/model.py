@@ -10,11 +10,44 @@ perturbation), ``form="code"`` (the default, which produced the published figure
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from recourse_sim.metrics._checks import check_count, check_form, check_length_scale
-from recourse_sim.metrics.base import EvaluationContext, MetricResult
+from recourse_sim import checks
+from recourse_sim.metrics._checks import check_form
+from recourse_sim.metrics.base import EvaluationContext, MetricResult, non_finite_reason
 from recourse_sim.metrics.mmd import mmd_permutation_test, subsample
+
+
+def _length_scale(name: str, value: object) -> float:
+    return checks.real(f"metrics.{name}.length_scale", value, minimum=0, low_open=True)
+
+
+def _mmd_result(p0: np.ndarray, pt: np.ndarray, context: EvaluationContext, length_scale: float):
+    """MMD² of two probability samples with its p-value, or missing if they are not finite."""
+    reason = non_finite_reason(initial_model_probabilities=p0, current_model_probabilities=pt)
+    if reason:
+        return MetricResult.missing(reason)
+    value, p_value = mmd_permutation_test(
+        p0,
+        pt,
+        context.n_permutations,
+        context.rng,
+        length_scale,
+        p_value_form=context.p_value_form,
+    )
+    if not math.isfinite(value):
+        return MetricResult.missing("the MMD estimate is not finite")
+    return MetricResult(value, p_value)
+
+
+def _probabilities_reason(context: EvaluationContext) -> str | None:
+    """Why the models' probabilities on the initial data cannot be used (None if they can)."""
+    return non_finite_reason(
+        initial_model_probabilities=context.reference_proba_initial,
+        current_model_probabilities=context.reference_proba_current,
+    )
 
 
 def predicted_labels(probabilities: np.ndarray, tie: int = 0) -> np.ndarray:
@@ -51,23 +84,23 @@ class ModelMMD:
         self, name: str = "mmd_model", n_samples: int | None = 1000, length_scale: float = 0.5
     ):
         self.name = name
-        self.n_samples = check_count(
-            f"metrics.{name}.n_samples", n_samples, minimum=2, optional=True
+        self.n_samples = checks.integer(
+            f"metrics.{name}.n_samples", n_samples, minimum=2, optional=True, none_means="all rows"
         )
-        self.length_scale = check_length_scale(f"metrics.{name}.length_scale", length_scale)
+        self.length_scale = _length_scale(name, length_scale)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """MMD² of the two probability samples, with its p-value."""
+        """MMD² of the two probability samples, with its p-value (missing if not finite)."""
+        reason = _probabilities_reason(context)
+        if reason:
+            return MetricResult.missing(reason)
         p0, pt = subsample(
             context.reference_proba_initial,
             context.reference_proba_current,
             self.n_samples,
             context.rng,
         )
-        value, p_value = mmd_permutation_test(
-            p0, pt, context.n_permutations, context.rng, self.length_scale
-        )
-        return MetricResult(value, p_value)
+        return _mmd_result(p0, pt, context, self.length_scale)
 
 
 class ModelMMDGrid:
@@ -95,9 +128,9 @@ class ModelMMDGrid:
         length_scale: float = 0.5,
     ):
         self.name = name
-        self.n_points = check_count(f"metrics.{name}.n_points", n_points, minimum=2)
-        self.grid_size = check_count(f"metrics.{name}.grid_size", grid_size, minimum=2)
-        self.length_scale = check_length_scale(f"metrics.{name}.length_scale", length_scale)
+        self.n_points = checks.integer(f"metrics.{name}.n_points", n_points, minimum=2)
+        self.grid_size = checks.integer(f"metrics.{name}.grid_size", grid_size, minimum=2)
+        self.length_scale = _length_scale(name, length_scale)
 
     def grid(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n_points`` random points of the lattice over the bounding box of ``X``."""
@@ -107,16 +140,18 @@ class ModelMMDGrid:
         return np.take_along_axis(lattice, steps, axis=0)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """MMD² of the two models' probabilities on fresh lattice points, with its p-value."""
+        """MMD² of the two models' probabilities on fresh lattice points, with its p-value.
+
+        Missing when the initial data (which the lattice spans) or the probabilities on the
+        lattice hold NaN or inf.
+        """
+        reason = non_finite_reason(initial_data=context.reference_X)
+        if reason:
+            return MetricResult.missing(f"{reason}, so no grid spans them")
         points = self.grid(context.reference_X, context.rng)
-        value, p_value = mmd_permutation_test(
-            context.proba_initial(points),
-            context.proba_current(points),
-            context.n_permutations,
-            context.rng,
-            self.length_scale,
-        )
-        return MetricResult(value, p_value)
+        p0 = np.asarray(context.proba_initial(points), dtype=np.float64)
+        pt = np.asarray(context.proba_current(points), dtype=np.float64)
+        return _mmd_result(p0, pt, context, self.length_scale)
 
 
 class Disagreement:
@@ -137,7 +172,12 @@ class Disagreement:
         self.name = name
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """``mean(h₀(x) ≠ hₜ(x))`` over the initial data."""
+        """``mean(h₀(x) ≠ hₜ(x))`` over the initial data (missing if a probability isn't finite)."""
+        reason = _probabilities_reason(context)
+        if reason:
+            return MetricResult.missing(reason)
+        if not len(context.reference_proba_initial):
+            return MetricResult.missing("the initial data are empty")
         initial = predicted_labels(context.reference_proba_initial, tie=1)
         current = predicted_labels(context.reference_proba_current, tie=1)
         return MetricResult(float(np.mean(initial != current)))
@@ -166,7 +206,12 @@ class Decisiveness:
         self.form = check_form(f"metrics.{name}.form", form)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """Decisiveness change in the configured form."""
+        """Decisiveness change in the configured form (missing if a probability is not finite)."""
+        reason = _probabilities_reason(context)
+        if reason:
+            return MetricResult.missing(reason)
+        if not len(context.reference_proba_initial):
+            return MetricResult.missing("the initial data are empty")
         d0 = context.reference_proba_initial - 0.5
         dt = context.reference_proba_current - 0.5
         if self.form == "code":
@@ -197,8 +242,14 @@ class Perturbation:
         self.form = check_form(f"metrics.{name}.form", form)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """Parameter change in the configured form."""
+        """Parameter change in the configured form.
+
+        Missing for a model without parameters (a non-parametric model) and for parameters that
+        hold NaN or inf; parameters that do not match raise ``ValueError``.
+        """
         initial, current = context.params_initial, context.params_current
+        if not initial and not current:
+            return MetricResult.missing("the model has no parameters (a non-parametric model)")
         if not initial or len(initial) != len(current):
             raise ValueError(
                 f"perturbation needs the same non-zero number of parameter tensors for both "
@@ -209,7 +260,18 @@ class Perturbation:
             before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
             if before.shape != after.shape:
                 raise ValueError(f"parameter shapes differ: {before.shape} and {after.shape}")
+            reason = non_finite_reason(
+                initial_model_parameters=before, current_model_parameters=after
+            )
+            if reason:
+                return MetricResult.missing(reason)
             diffs.append((after - before).ravel())
         if self.form == "code":
-            return MetricResult(float(np.mean([np.linalg.norm(d) / d.size for d in diffs])))
-        return MetricResult(float(sum(d @ d for d in diffs)))
+            value = float(
+                np.mean([np.linalg.norm(d) / d.size if d.size else math.nan for d in diffs])
+            )
+        else:
+            value = float(sum(d @ d for d in diffs))
+        if not math.isfinite(value):
+            return MetricResult.missing("the parameter distance is not finite")
+        return MetricResult(value)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recourse_sim.metrics.base import EvaluationContext, MetricResult
+from recourse_sim.metrics.base import EvaluationContext, MetricResult, non_finite_reason
 from recourse_sim.metrics.model import predicted_labels
 
 
@@ -56,8 +56,18 @@ class F1Change:
         self.name = name
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
-        """``F1(current) − F1(initial)``."""
+        """``F1(current) − F1(initial)``; missing on an empty test set or non-finite probability."""
         y, X = context.test_y, context.test_X
-        initial = macro_f1(y, predicted_labels(context.proba_initial(X)))
-        current = macro_f1(y, predicted_labels(context.proba_current(X)))
+        if not len(y):
+            return MetricResult.missing("the test set is empty")
+        p0 = np.asarray(context.proba_initial(X), dtype=np.float64)
+        pt = np.asarray(context.proba_current(X), dtype=np.float64)
+        reason = non_finite_reason(
+            initial_model_probabilities_on_the_test_set=p0,
+            current_model_probabilities_on_the_test_set=pt,
+        )
+        if reason:
+            return MetricResult.missing(reason)
+        initial = macro_f1(y, predicted_labels(p0))
+        current = macro_f1(y, predicted_labels(pt))
         return MetricResult(current - initial)

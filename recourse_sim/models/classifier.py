@@ -20,13 +20,20 @@ v0.1.5; reference-semantics §1.2 and §1.6):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from recourse_sim import checks
 from recourse_sim.errors import ConfigError
-from recourse_sim.models.network import Architecture, StackedNetworks
+from recourse_sim.models.network import (
+    Architecture,
+    StackedNetworks,
+    check_activation,
+    check_dropout,
+    check_hidden_sizes,
+)
 from recourse_sim.models.training import TrainingJob, TrainingSchedule, train_stacks
 from recourse_sim.utils.workers import WorkerPool
 
@@ -36,10 +43,13 @@ def _schedule(value: TrainingSchedule | Mapping | None, default: TrainingSchedul
         return default
     if isinstance(value, TrainingSchedule):
         return value.validate(key)
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, value, "a mapping with keys epochs, batch_size, learning_rate")
     unknown = set(value) - {"epochs", "batch_size", "learning_rate"}
     if unknown:
         raise ConfigError(key, sorted(unknown), "keys epochs, batch_size, learning_rate")
-    return TrainingSchedule(**dict(value)).validate(key)
+    # Keys left out keep the default's values (pre-training: 100 epochs, not the class's 10).
+    return replace(default, **dict(value)).validate(key)
 
 
 class ClassifierSpec:
@@ -69,16 +79,13 @@ class ClassifierSpec:
         retrain: Mapping | TrainingSchedule | None = None,
         dropout_in_search: bool = True,
     ):
-        if int(n_members) < 1:
-            raise ConfigError("model.n_members", n_members, "a positive integer")
-        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
-        self.activation = activation
-        self.dropout = float(dropout)
-        self.n_members = int(n_members)
+        self.hidden_sizes = check_hidden_sizes("model.hidden_sizes", hidden_sizes)
+        self.activation = check_activation("model.activation", activation)
+        self.dropout = check_dropout("model.dropout", dropout)
+        self.n_members = checks.integer("model.n_members", n_members, minimum=1)
         self.pretrain = _schedule(pretrain, TrainingSchedule(epochs=100), "model.pretrain")
         self.retrain = _schedule(retrain, TrainingSchedule(epochs=10), "model.retrain")
-        self.dropout_in_search = bool(dropout_in_search)
-        Architecture(1, self.hidden_sizes, activation, self.dropout)  # validates early
+        self.dropout_in_search = checks.flag("model.dropout_in_search", dropout_in_search)
 
     def architecture(self, input_dim: int) -> Architecture:
         """The network layout for ``input_dim`` features."""

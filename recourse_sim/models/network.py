@@ -17,9 +17,34 @@ from dataclasses import dataclass
 
 import torch
 
-from recourse_sim.errors import ConfigError, check_choice
+from recourse_sim import checks
+from recourse_sim.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+def check_activation(key: str, value: object) -> str:
+    """``value`` if it names a hidden activation (``relu``, ``tanh``, ``sigmoid``)."""
+    checks.text(key, value, "allowed values are " + ", ".join(map(repr, ACTIVATIONS)))
+    checks.check_choice(key, value, ACTIVATIONS)
+    return value
+
+
+def check_dropout(key: str, value: object) -> float:
+    """``value`` as a dropout probability in [0, 1)."""
+    return checks.real(key, value, minimum=0, maximum=1, high_open=True)
+
+
+def check_hidden_sizes(key: str, value: object) -> tuple[int, ...]:
+    """``value`` as a tuple of hidden-layer widths, each an integer >= 1 (empty: none)."""
+    allowed = "a list of integers >= 1, the hidden-layer widths ([] for none)"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ConfigError(key, value, allowed)
+    sizes = list(value)
+    try:
+        return tuple(checks.integer(key, size, minimum=1) for size in sizes)
+    except ConfigError:
+        raise ConfigError(key, sizes, allowed) from None
 
 
 @dataclass(frozen=True)
@@ -33,11 +58,9 @@ class Architecture:
     output_dim: int = 1
 
     def __post_init__(self) -> None:
-        check_choice("model.activation", self.activation, ACTIVATIONS)
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError("model.dropout", self.dropout, "a probability in [0, 1)")
-        if any(int(h) < 1 for h in self.hidden_sizes):
-            raise ConfigError("model.hidden_sizes", list(self.hidden_sizes), "positive sizes")
+        check_activation("model.activation", self.activation)
+        check_dropout("model.dropout", self.dropout)
+        check_hidden_sizes("model.hidden_sizes", self.hidden_sizes)
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -15,11 +15,11 @@ autograd). :func:`train_stacks` shares several stacks, or slices of one, between
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from recourse_sim.errors import ConfigError
+from recourse_sim import checks
 from recourse_sim.models.network import StackedNetworks
 from recourse_sim.utils.workers import WorkerPool
 
@@ -33,14 +33,18 @@ class TrainingSchedule:
     learning_rate: float = 1e-3
 
     def validate(self, key: str) -> TrainingSchedule:
-        """Raise :class:`ConfigError` (naming ``key``) for unusable values."""
-        if int(self.epochs) < 0:
-            raise ConfigError(f"{key}.epochs", self.epochs, "a non-negative integer")
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"{key}.batch_size", self.batch_size, "a positive integer")
-        if not float(self.learning_rate) > 0:
-            raise ConfigError(f"{key}.learning_rate", self.learning_rate, "a positive number")
-        return self
+        """This schedule with checked, canonical values; :class:`ConfigError` names ``key.X``.
+
+        ``epochs`` may be 0 (no training: e.g. ``retrain.epochs=0`` keeps the model fixed).
+        """
+        return replace(
+            self,
+            epochs=checks.integer(f"{key}.epochs", self.epochs, minimum=0),
+            batch_size=checks.integer(f"{key}.batch_size", self.batch_size, minimum=1),
+            learning_rate=checks.real(
+                f"{key}.learning_rate", self.learning_rate, minimum=0, low_open=True
+            ),
+        )
 
 
 ADAM_BETAS = (0.9, 0.999)

@@ -20,14 +20,14 @@ class ReportError(Exception):
     """A directory that cannot be reported on (neither a run nor a sweep, or empty)."""
 
 
-def build_run_report(run_dir: str | Path, figures: bool = True) -> Path:
+def build_run_report(run_dir: str | Path, figures: bool = True, register=None) -> Path:
     """Write ``report.html`` and ``report.md`` of a run directory; returns the HTML path.
 
     See :func:`recourse_sim.report.build.build_run_report`.
     """
     from recourse_sim.report.build import build_run_report as build
 
-    return build(run_dir, figures)
+    return build(run_dir, figures, register)
 
 
 def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool = False) -> Path:

@@ -9,21 +9,37 @@ numbers behind the tables are written as CSV files too (``summary_table.csv``,
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from recourse_sim.report.document import Bullets, Document, Heading, Image, Link, Paragraph, Table
+from recourse_sim.report.document import (
+    Block,
+    Bullets,
+    Document,
+    Heading,
+    Image,
+    Link,
+    Paragraph,
+    PValue,
+    Table,
+    p_value_bound,
+)
 from recourse_sim.report.files import (
+    MISSING_FILE,
     ReportError,
     RunFiles,
     is_run_dir,
     is_sweep_dir,
     job_dirs,
     load_metrics,
+    load_missing,
     load_run,
     read_multirun,
+    read_n_permutations,
     read_overrides,
 )
 from recourse_sim.report.html import write_html
@@ -35,6 +51,7 @@ from recourse_sim.report.tables import (
     config_brief,
     final_round_summary,
     final_rows,
+    missing_summary,
     ordered,
     parse_overrides,
     recourse_per_round,
@@ -55,6 +72,7 @@ SWEEP_SUMMARY = "summary.csv"
 FOLD_ROWS = 40
 
 SUMMARY_HEADERS = {"round": "final round", "p_value": "p-value (mean)"}
+MISSING_HEADERS = {"values": "missing values"}
 RECOURSE_HEADERS = {
     "n": "repetitions",
     "n_candidates": "candidates",
@@ -74,12 +92,43 @@ def _figure(make: Callable[[], Path], caption: str) -> Image | Paragraph:
         return Paragraph(f"(The figure '{caption}' could not be drawn: {error}.)")
 
 
-def _summary_note(n: int, unit: str) -> Paragraph:
+def _summary_note(n: int | str, unit: str, n_permutations: int | None) -> Paragraph:
+    bound = p_value_bound(n_permutations)
     return Paragraph(
         f"Every metric at the last evaluated round: mean and sample standard deviation over "
-        f"{n} {unit}; the p-value is the mean of the permutation-test p-values "
-        f"(– where the metric has none)."
+        f"{n} {unit} (n: the values that could be computed); the p-value is the mean of the "
+        f"permutation-test p-values (– where the metric has none or its value is missing; "
+        f"{bound} where no permutation reached the observed value)."
     )
+
+
+def _summary_table(summary: pd.DataFrame, n_permutations: int | None) -> Table:
+    """The final-round summary, with p-values of 0 shown as ``< 1/P``."""
+    shown = summary.copy()
+    shown["p_value"] = [PValue(p, n_permutations) for p in summary["p_value"]]
+    return Table(shown, headers=SUMMARY_HEADERS, group="metric")
+
+
+def _missing_blocks(missing: pd.DataFrame | None, per: list[str] | None = None) -> list[Block]:
+    """The section "Missing values": why metric values could not be computed (if any were not)."""
+    if missing is None or missing.empty:
+        return []
+    table = missing_summary(missing, per or [])
+    return [
+        Heading("Missing values"),
+        Paragraph(
+            f"{len(missing)} metric values could not be computed; they are empty cells in "
+            f"metrics.csv (– in the tables), are left out of the means and counts above, and "
+            f"are never counted as significant. The reasons, from {MISSING_FILE}:"
+        ),
+        Table(table, headers=MISSING_HEADERS, group="metric", collapsed=len(table) > FOLD_ROWS),
+    ]
+
+
+def _common(values: list[int | None]) -> int | None:
+    """The one value shared by all jobs (P of a sweep), or None when they differ or are unknown."""
+    unique = set(values)
+    return unique.pop() if len(unique) == 1 else None
 
 
 def _two_features(run: RunFiles) -> bool:
@@ -98,7 +147,8 @@ def run_document(run: RunFiles, figures: bool = True) -> Document:
     per_round = recourse_per_round(run.recourse)
     per_system = recourse_per_system(run.recourse)
     repetitions = run.metrics["repetition"].nunique()
-    reading = largest_shifts(summary, SYSTEM, per_system)
+    n_permutations = run.n_permutations
+    reading = largest_shifts(summary, SYSTEM, per_system, n_permutations)
     doc = Document(f"Shift report: {directory.name}", str(directory.resolve()))
     doc.blocks += [
         Heading("Configuration"),
@@ -106,8 +156,9 @@ def run_document(run: RunFiles, figures: bool = True) -> Document:
         Heading("Largest shifts"),
         Bullets(tuple(reading)) if reading else Paragraph("No metric values were recorded."),
         Heading("Final-round summary"),
-        _summary_note(repetitions, "repetitions"),
-        Table(summary, headers=SUMMARY_HEADERS, group="metric"),
+        _summary_note(repetitions, "repetitions", n_permutations),
+        _summary_table(summary, n_permutations),
+        *_missing_blocks(run.missing),
     ]
     if figures and not run.metrics.empty:
         doc.blocks += [
@@ -157,12 +208,19 @@ def run_document(run: RunFiles, figures: bool = True) -> Document:
     return doc
 
 
-def build_run_report(run_dir: str | Path, figures: bool = True) -> Path:
+def build_run_report(
+    run_dir: str | Path,
+    figures: bool = True,
+    register: Callable[..., None] | None = None,
+) -> Path:
     """Write ``report.html`` and ``report.md`` of a run directory.
 
     Args:
         run_dir: A run directory (with ``metrics.csv``).
         figures: Draw the figures (False: tables and text only).
+        register: Called with the paths of the files written (the live run's manifest); by
+            default they are added to the directory's ``manifest.json`` if it has one, so that
+            a later ``overwrite=true`` removes a rebuilt report too.
 
     Returns:
         The path of ``report.html``.
@@ -170,13 +228,26 @@ def build_run_report(run_dir: str | Path, figures: bool = True) -> Path:
     Raises:
         ReportError: If ``run_dir`` is not a run directory.
     """
+    started = time.time()
     run = load_run(run_dir)
     directory = run.directory
     final_round_summary(run.metrics).to_csv(directory / SUMMARY_TABLE, index=False)
     recourse_per_round(run.recourse).to_csv(directory / RECOURSE_TABLE, index=False)
     doc = run_document(run, figures)
     write_markdown(doc, directory / RUN_MARKDOWN)
-    return write_html(doc, directory / RUN_HTML)
+    html = write_html(doc, directory / RUN_HTML)
+    written = [directory / name for name in (SUMMARY_TABLE, RECOURSE_TABLE, RUN_MARKDOWN)]
+    figure_dir = directory / "figures"
+    if figure_dir.is_dir():  # only what this report drew: never a user's own figures/
+        written += [
+            f for f in sorted(figure_dir.rglob("*")) if f.is_file() and f.stat().st_mtime >= started
+        ]
+    if register is None:
+        from recourse_sim.simulation.rundir import add_to_manifest  # torch-free callers stay so
+
+        register = partial(add_to_manifest, directory)
+    register(*written, html)
+    return html
 
 
 def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool = False) -> Path:
@@ -208,6 +279,10 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
         entries.append((job, overrides, metrics))
     swept = swept_keys(multirun, [overrides for _, overrides, _ in entries])
     finished = [(job.name, o, m) for job, o, m in entries if m is not None and not m.empty]
+    n_permutations = _common(
+        [read_n_permutations(job) for job, _, m in entries if m is not None and not m.empty]
+    )
+    missing = _sweep_missing([job for job, _, m in entries if m is not None and not m.empty])
     combined = sweep_metrics(finished, swept)
     combined.to_csv(sweep_dir / SWEEP_SUMMARY, index=False)
     variants = variant_keys(swept)
@@ -228,7 +303,7 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
     if not finished:
         doc.blocks.append(Paragraph("No job of this sweep has written metrics.csv yet."))
     else:
-        reading = largest_shifts(summary, by)
+        reading = largest_shifts(summary, by, n_permutations=n_permutations)
         hue = "system" if variants else "generator"
         labelled = add_system_label(combined, variants)
         rows = final_rows(labelled, ["job", *SYSTEM])
@@ -238,8 +313,9 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
             Heading("Largest shifts"),
             Bullets(tuple(reading)) if reading else Paragraph("No metric values were recorded."),
             Heading("Final-round summary"),
-            _summary_note(_count(rows, by), runs),
-            Table(summary, headers=SUMMARY_HEADERS, group="metric"),
+            _summary_note(_count(rows, by), runs, n_permutations),
+            _summary_table(summary, n_permutations),
+            *_missing_blocks(missing, ["job"]),
         ]
         if figures:
             doc.blocks += [
@@ -258,6 +334,16 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
             ]
     write_markdown(doc, sweep_dir / SWEEP_MARKDOWN)
     return write_html(doc, sweep_dir / SWEEP_HTML)
+
+
+def _sweep_missing(jobs: list[Path]) -> pd.DataFrame | None:
+    """The ``missing_values.csv`` rows of all jobs, with a ``job`` column (None if none)."""
+    frames = []
+    for job in jobs:
+        frame = load_missing(job)
+        if frame is not None and not frame.empty:
+            frames.append(frame.assign(job=job.name))
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def _count(rows: pd.DataFrame, by: list[str]) -> str:

@@ -64,6 +64,19 @@ class Table:
 
 
 @dataclass(frozen=True)
+class PValue:
+    """A permutation p-value in a table cell, formatted by :func:`format_p_value`.
+
+    Attributes:
+        value: The p-value (NaN or None: none).
+        n_permutations: ``P``, the permutations it was computed from (None when unknown).
+    """
+
+    value: float | None
+    n_permutations: int | None = None
+
+
+@dataclass(frozen=True)
 class Image:
     """A figure: a PNG file and its caption."""
 
@@ -96,10 +109,32 @@ def format_number(value: float) -> str:
     return MISSING if math.isnan(value) else f"{value:.4g}"
 
 
+def p_value_bound(n_permutations: int | None) -> str:
+    """The bound for a permutation p-value of 0: ``< 1/P`` (``< 0.01`` for ``P = 100``).
+
+    With ``b`` of ``P`` permutations reaching the observed value the reference form is
+    ``b / P``, so 0 only says that the p-value is below ``1/P``, not that it is 0.
+    """
+    if not n_permutations:
+        return "< 1/P"
+    return f"< {format_number(1.0 / n_permutations)}"
+
+
+def format_p_value(value: float | None, n_permutations: int | None = None) -> str:
+    """A p-value with 4 significant digits; 0 as ``< 1/P``; ``–`` when there is none."""
+    if value is None or (isinstance(value, numbers.Real) and math.isnan(float(value))):
+        return MISSING
+    if float(value) == 0.0:
+        return p_value_bound(n_permutations)
+    return format_number(float(value))
+
+
 def format_cell(value) -> str:
     """The text of a table cell: numbers via :func:`format_number`, anything else as text."""
     if isinstance(value, Link):
         return value.text
+    if isinstance(value, PValue):
+        return format_p_value(value.value, value.n_permutations)
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, numbers.Number) or value is None:
@@ -111,4 +146,6 @@ def format_cell(value) -> str:
 
 def is_numeric(value) -> bool:
     """Whether a cell holds a number (right-aligned in tables)."""
+    if isinstance(value, PValue):
+        return True
     return isinstance(value, numbers.Number) and not isinstance(value, bool)

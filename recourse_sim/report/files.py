@@ -1,7 +1,8 @@
 """Read what a run or a sweep left on disk: result tables, hydra's configuration, overrides.
 
 A *run directory* holds ``metrics.csv`` (and usually ``recourse.csv``, the populations, a decision
-grid for two-feature data and ``.hydra/``). A *sweep directory* holds hydra's ``multirun.yaml``
+grid for two-feature data and ``.hydra/``; ``missing_values.csv`` when a metric value could not be
+computed). A *sweep directory* holds hydra's ``multirun.yaml``
 and one run directory per job (``0/``, ``1/``, ...). Nothing here needs the simulation itself:
 reports are rebuilt from files alone.
 """
@@ -24,6 +25,7 @@ RECOURSE_FILE = "recourse.csv"
 INITIAL_FILE = "initial_population.csv"
 FINAL_FILE = "final_population.csv"
 GRID_FILE = "decision_grid.csv"
+MISSING_FILE = "missing_values.csv"
 MULTIRUN_FILE = "multirun.yaml"
 
 
@@ -41,6 +43,7 @@ class RunFiles:
         config: hydra's composed configuration (``.hydra/config.yaml``), or None.
         choices: The config-group options picked (``data: overlapping``, ...), possibly empty.
         overrides: The command-line overrides of the run, possibly empty.
+        missing: ``missing_values.csv`` (why metric values are missing), or None when absent.
     """
 
     directory: Path
@@ -52,6 +55,25 @@ class RunFiles:
     config: DictConfig | None = None
     choices: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
+    missing: pd.DataFrame | None = None
+
+    @property
+    def n_permutations(self) -> int | None:
+        """``simulation.n_permutations`` of the run (P of its p-values), or None when unknown."""
+        return config_n_permutations(self.config)
+
+
+def config_n_permutations(config: DictConfig | None) -> int | None:
+    """``simulation.n_permutations`` of a composed configuration (None: absent or not a count)."""
+    if config is None:
+        return None
+    try:
+        value = OmegaConf.select(config, "simulation.n_permutations", default=None)
+    except Exception:  # an unresolvable interpolation: P is unknown
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -139,6 +161,16 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame | None:
     return _read_csv(Path(run_dir) / METRICS_FILE)
 
 
+def load_missing(run_dir: str | Path) -> pd.DataFrame | None:
+    """The ``missing_values.csv`` of a run directory, or None when there is none."""
+    return _read_csv(Path(run_dir) / MISSING_FILE)
+
+
+def read_n_permutations(run_dir: str | Path) -> int | None:
+    """P of a run's p-values, from its ``.hydra/config.yaml`` (None when unknown)."""
+    return config_n_permutations(_load_yaml(Path(run_dir) / ".hydra" / "config.yaml"))
+
+
 def load_run(run_dir: str | Path) -> RunFiles:
     """Load every file of a run directory that a report uses.
 
@@ -162,6 +194,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
         config=_load_yaml(hydra_dir / "config.yaml"),
         choices=read_choices(hydra_dir),
         overrides=read_overrides(hydra_dir / "overrides.yaml"),
+        missing=load_missing(run_dir),
     )
 
 

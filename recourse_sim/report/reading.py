@@ -3,6 +3,9 @@
 Every sentence is computed from the final-round summary (and the recourse statistics): which
 system shifted the domain and the model most, whether the shifts are significant, what happened
 to F1. Nothing is hard-coded beyond the wording.
+
+A missing value (a metric that could not be computed) is never ranked, called significant or
+counted; a p-value of 0 (no permutation reached the observed value) reads "p < 1/P".
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from recourse_sim.report.tables import SYSTEM
+from recourse_sim.report.document import p_value_bound
+from recourse_sim.report.tables import METRIC_LABELS, SYSTEM, ordered
 
 ALPHA = 0.05
 
@@ -31,11 +35,14 @@ def _system(row: pd.Series, by: Sequence[str]) -> str:
     return f"{text} ({', '.join(extra)})" if extra else text
 
 
-def _p(row: pd.Series) -> str:
+def _p(row: pd.Series, n_permutations: int | None = None) -> str:
     p = row["p_value"]
-    if p is None or (isinstance(p, float) and math.isnan(p)):
+    if p is None or (isinstance(p, float) and math.isnan(p)) or pd.isna(row["mean"]):
         return ""
-    return f" (p = {p:.2g})" if row["n"] == 1 else f" (mean p = {p:.2g})"
+    label = "p" if row["n"] == 1 else "mean p"
+    if p == 0:
+        return f" ({label} {p_value_bound(n_permutations)})"
+    return f" ({label} = {p:.2g})"
 
 
 def _f1_clause(value: float) -> str:
@@ -49,31 +56,37 @@ def _rows(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     return summary[(summary["metric"] == metric) & summary["mean"].notna()]
 
 
-def _extreme_sentence(rows: pd.DataFrame, label: str, by: Sequence[str]) -> str:
+def _extreme_sentence(
+    rows: pd.DataFrame, label: str, by: Sequence[str], n_permutations: int | None = None
+) -> str:
     """The sentence "The <label> was largest under A: v (p); smallest under B: w"."""
     top = rows.loc[rows["mean"].idxmax()]
+    p = _p(top, n_permutations)
     if len(rows) == 1:
-        return f"The {label} was {_num(top['mean'])}{_p(top)} under {_system(top, by)}."
+        return f"The {label} was {_num(top['mean'])}{p} under {_system(top, by)}."
     low = rows.loc[rows["mean"].idxmin()]
     return (
-        f"The {label} was largest under {_system(top, by)}: {_num(top['mean'])}{_p(top)}; "
+        f"The {label} was largest under {_system(top, by)}: {_num(top['mean'])}{p}; "
         f"smallest under {_system(low, by)}: {_num(low['mean'])}."
     )
 
 
-def _domain_sentence(domain: pd.DataFrame, f1: pd.DataFrame, by: Sequence[str]) -> tuple[str, bool]:
+def _domain_sentence(
+    domain: pd.DataFrame, f1: pd.DataFrame, by: Sequence[str], n_permutations: int | None = None
+) -> tuple[str, bool]:
     """The headline sentence; also says whether it already named the largest F1 drop."""
     top = domain.loc[domain["mean"].idxmax()]
     rounds = int(top["round"])
+    p = _p(top, n_permutations)
     if top["mean"] <= 0:
         return (
             f"No system shifted the domain: the largest domain shift (MMD) after {rounds} "
-            f"rounds was {_num(top['mean'])}{_p(top)}, under {_system(top, by)}.",
+            f"rounds was {_num(top['mean'])}{p}, under {_system(top, by)}.",
             False,
         )
     sentence = (
         f"Under {_system(top, by)}, the domain shift (MMD) reached {_num(top['mean'])} after "
-        f"{rounds} rounds{_p(top)}"
+        f"{rounds} rounds{p}"
     )
     if len(domain) > 1:
         low = domain.loc[domain["mean"].idxmin()]
@@ -103,7 +116,9 @@ def _domain_sentence(domain: pd.DataFrame, f1: pd.DataFrame, by: Sequence[str]) 
 def _significance_sentence(summary: pd.DataFrame) -> str | None:
     parts = []
     for metric, label in (("mmd_domain", "domain shift"), ("mmd_model", "model shift")):
-        rows = summary[(summary["metric"] == metric) & summary["p_value"].notna()]
+        rows = summary[
+            (summary["metric"] == metric) & summary["p_value"].notna() & summary["mean"].notna()
+        ]
         if rows.empty:
             continue
         significant = int((rows["p_value"] < ALPHA).sum())
@@ -139,10 +154,28 @@ def _recourse_sentence(recourse: pd.DataFrame) -> str | None:
     return sentence + "."
 
 
+def _missing_sentence(summary: pd.DataFrame, by: Sequence[str]) -> str | None:
+    """Which metrics have no value at all at the final round, and under which systems."""
+    missing = summary[summary["mean"].isna()]
+    if missing.empty:
+        return None
+    parts = []
+    for metric in ordered(missing["metric"]):
+        rows = missing[missing["metric"] == metric]
+        systems = ", ".join(_system(row, by) for _, row in rows.iterrows())
+        label = f"the {METRIC_LABELS[metric]}" if metric in METRIC_LABELS else metric
+        parts.append(f"{label} under {systems}")
+    return (
+        f"No value could be computed at the final round for {'; '.join(parts)} "
+        f"(see Missing values); these are left out above."
+    )
+
+
 def largest_shifts(
     summary: pd.DataFrame,
     by: Sequence[str] = SYSTEM,
     recourse: pd.DataFrame | None = None,
+    n_permutations: int | None = None,
 ) -> list[str]:
     """Plain-language sentences about the largest shifts.
 
@@ -151,6 +184,8 @@ def largest_shifts(
         by: Its system columns.
         recourse: Per-system recourse statistics
             (:func:`recourse_sim.report.tables.recourse_per_system`), or None.
+        n_permutations: ``P`` of the p-values, for the bound ``p < 1/P`` of a p-value of 0
+            (None when unknown: ``p < 1/P`` literally).
 
     Returns:
         The sentences, most important first (empty when there is nothing to say).
@@ -160,7 +195,7 @@ def largest_shifts(
     domain, f1 = _rows(summary, "mmd_domain"), _rows(summary, "f1_change")
     f1_said = False
     if not domain.empty:
-        sentence, f1_said = _domain_sentence(domain, f1, by)
+        sentence, f1_said = _domain_sentence(domain, f1, by, n_permutations)
         sentences.append(sentence)
     for metric, label in (
         ("mmd_model", "model shift (MMD of predictions)"),
@@ -168,7 +203,7 @@ def largest_shifts(
     ):
         rows = _rows(summary, metric)
         if not rows.empty:
-            sentences.append(_extreme_sentence(rows, label, by))
+            sentences.append(_extreme_sentence(rows, label, by, n_permutations))
     if not f1.empty and not f1_said:
         worst = f1.loc[f1["mean"].idxmin()]
         if worst["mean"] < 0:
@@ -190,4 +225,7 @@ def largest_shifts(
         sentence = _recourse_sentence(recourse)
         if sentence:
             sentences.append(sentence)
+    sentence = _missing_sentence(summary, by)
+    if sentence:
+        sentences.append(sentence)
     return sentences

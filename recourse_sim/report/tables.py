@@ -77,19 +77,22 @@ def final_round_summary(
 
     Returns:
         One row per metric and system: ``metric, scope, *by, round, n, mean, sd, p_value``, where
-        ``sd`` is the sample standard deviation (NaN for a single row) and ``p_value`` the mean of
-        the available p-values (NaN where the metric has none).
+        ``n`` counts the values that are not missing, ``sd`` is the sample standard deviation (NaN
+        for a single value) and ``p_value`` the mean of the available p-values (NaN where the
+        metric has none). A missing value (an empty ``value`` cell) counts nowhere, and neither
+        does a p-value recorded beside one (older runs wrote NaN values with a p-value of 0).
     """
     by = list(by)
     columns = ["metric", "scope", *by, "round", "n", "mean", "sd", "p_value"]
     if metrics.empty:
         return pd.DataFrame(columns=columns)
     last = final_rows(metrics, [*per, *by])
+    last["p_value"] = last["p_value"].where(last["value"].notna())
     summary = (
         last.groupby(["metric", "scope", *by], sort=False, dropna=False)
         .agg(
             round=("round", "max"),
-            n=("value", "size"),
+            n=("value", "count"),
             mean=("value", "mean"),
             sd=("value", "std"),
             p_value=("p_value", "mean"),
@@ -97,6 +100,47 @@ def final_round_summary(
         .reset_index()
     )
     return _sort(summary, by)[columns]
+
+
+MISSING_COLUMNS = ("metric", "model", "generator", "reason")
+
+
+def missing_summary(missing: pd.DataFrame | None, per: Sequence[str] = ()) -> pd.DataFrame:
+    """The reasons of missing metric values (``missing_values.csv``), one row per reason.
+
+    Args:
+        missing: Rows ``repetition, round, model, generator, metric, reason`` (a sweep adds
+            ``job``), or None.
+        per: Columns kept apart before the metric (``job`` in a sweep).
+
+    Returns:
+        ``*per, metric, model, generator, reason, values, repetitions, rounds``: how many values
+        are missing for that reason, and in which repetitions and rounds. A file without the
+        expected columns is returned as it is.
+    """
+    per = list(per)
+    columns = [*per, *MISSING_COLUMNS, "values", "repetitions", "rounds"]
+    if missing is None or missing.empty:
+        return pd.DataFrame(columns=columns)
+    needed = {*per, *MISSING_COLUMNS, "repetition", "round"}
+    if not needed <= set(missing.columns):
+        return missing.reset_index(drop=True)
+
+    def listed(values: pd.Series) -> str:
+        unique = sorted(pd.unique(values.dropna()), key=lambda v: (str(type(v)), v))
+        return ", ".join(str(v) for v in unique)
+
+    table = (
+        missing.fillna({"reason": "unknown"})
+        .groupby([*per, *MISSING_COLUMNS], sort=False, dropna=False)
+        .agg(
+            values=("round", "size"),
+            repetitions=("repetition", listed),
+            rounds=("round", listed),
+        )
+        .reset_index()
+    )
+    return _sort(table, [*per, "model", "generator"])[columns]
 
 
 def _sort(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
@@ -286,6 +330,7 @@ def config_brief(run: RunFiles) -> pd.DataFrame:
                 "evaluate_every",
                 "candidates",
                 "n_permutations",
+                "p_value",
             ):
                 add(f"simulation.{key}", sim.get(key))
         add("seed", cfg.get("seed"))

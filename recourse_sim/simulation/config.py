@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
-from recourse_sim.errors import ConfigError, check_choice
+from recourse_sim import checks
+from recourse_sim.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class SimulationConfig:
         candidates: ``prediction`` (reference code: individuals every system currently predicts
             negative) or ``label`` (paper text: individuals whose current label is negative).
         n_permutations: Permutations for MMD p-values at evaluations after round 0; 0 disables.
+        p_value: ``reference`` (``#{null >= observed} / P``, the reference code's form, which can
+            be exactly 0) or ``corrected`` (``(#{null >= observed} + 1) / (P + 1)``, never 0;
+            Phipson & Smyth 2010).
         round_length: Simulated time between rounds on the SimPy clock.
         checkpoint_every: Rounds between checkpoints that ``resume`` continues from (0 = never).
     """
@@ -32,28 +36,39 @@ class SimulationConfig:
     evaluate_every: int = 10
     candidates: str = "prediction"
     n_permutations: int = 100
+    p_value: str = "reference"
     round_length: float = 1.0
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
-        def positive_int(key: str, value: object, minimum: int = 1) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"simulation.{key}", value, f"an integer >= {minimum}")
+        def key(name: str) -> str:
+            return f"simulation.{name}"
 
-        positive_int("n_rounds", self.n_rounds)
-        positive_int("n_repetitions", self.n_repetitions)
-        positive_int("n_counterfactuals", self.n_counterfactuals)
-        positive_int("evaluate_every", self.evaluate_every)
-        positive_int("n_permutations", self.n_permutations, minimum=0)
-        positive_int("checkpoint_every", self.checkpoint_every, minimum=0)
-        fraction = self.recourse_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-            raise ConfigError("simulation.recourse_fraction", fraction, "a number in (0, 1]")
-        if not 0.0 < float(fraction) <= 1.0:
-            raise ConfigError("simulation.recourse_fraction", fraction, "a number in (0, 1]")
-        check_choice("simulation.candidates", self.candidates, ("prediction", "label"))
-        if not float(self.round_length) > 0:
-            raise ConfigError("simulation.round_length", self.round_length, "a positive number")
+        checks.integer(key("n_rounds"), self.n_rounds, minimum=1)
+        checks.integer(key("n_repetitions"), self.n_repetitions, minimum=1)
+        checks.integer(key("n_counterfactuals"), self.n_counterfactuals, minimum=1)
+        checks.integer(key("evaluate_every"), self.evaluate_every, minimum=1)
+        checks.integer(key("n_permutations"), self.n_permutations, minimum=0)
+        checks.integer(key("checkpoint_every"), self.checkpoint_every, minimum=0)
+        checks.real(
+            key("recourse_fraction"), self.recourse_fraction, minimum=0, maximum=1, low_open=True
+        )
+        checks.check_choice(key("candidates"), self.candidates, ("prediction", "label"))
+        checks.check_choice(key("p_value"), self.p_value, ("reference", "corrected"))
+        checks.real(key("round_length"), self.round_length, minimum=0, low_open=True)
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> SimulationConfig:
+        """Build from a config node, refusing keys the loop does not know (with the known ones)."""
+        known = [f.name for f in fields(cls)]
+        unknown = [name for name in values if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"simulation.{unknown[0]}",
+                values[unknown[0]],
+                "a known key of simulation: " + ", ".join(known),
+            )
+        return cls(**values)
 
     def is_evaluation_round(self, round_number: int) -> bool:
         """Whether metrics are computed after this round."""

@@ -3,17 +3,29 @@
 ``metrics.csv`` and ``recourse.csv`` are appended after every evaluation and every round, so a crash
 loses at most the round in progress. A checkpoint (the whole simulation state; all randomness is
 keyed by round, so no generator state is needed) is written atomically after each round; resuming
-drops any rows of rounds after the checkpoint and carries on from there, giving the same files as
-an uninterrupted run.
+drops any rows of rounds after the checkpoint (and a row torn by the crash) and carries on from
+there, giving the same files as an uninterrupted run.
+
+Checkpoints hold tensors and plain containers only and are read with ``weights_only=True``: a
+crafted file cannot run code (``CONVENTIONS.md`` rule 6).
 """
 
 from __future__ import annotations
 
-import os
+import csv
+import io
+import logging
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
+
+from recourse_sim.errors import ConfigError, OutputError
+from recourse_sim.simulation.rundir import write_atomically
+
+log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
     "repetition",
@@ -25,6 +37,7 @@ METRIC_COLUMNS = [
     "value",
     "p_value",
 ]
+MISSING_COLUMNS = ["repetition", "round", "model", "generator", "metric", "reason"]
 RECOURSE_COLUMNS = [
     "repetition",
     "round",
@@ -49,12 +62,31 @@ class Recorder:
     initial_file = "initial_population.csv"
     grid_file = "decision_grid.csv"
     checkpoint_file = "checkpoint.pt"
+    missing_file = "missing_values.csv"  # written only when a metric could not be computed
 
-    def __init__(self, directory: str | Path | None, fingerprint: str = ""):
+    def __init__(
+        self,
+        directory: str | Path | None,
+        fingerprint: str = "",
+        identity: dict | None = None,
+        on_write: Callable[[Path], None] | None = None,
+    ):
+        """Keep rows in memory and, with a ``directory``, in its CSV files.
+
+        Args:
+            directory: Where the files go (None: memory only).
+            fingerprint: Hash of the result keys, checked on resume.
+            identity: Plain data (e.g. the result keys) stored beside it in checkpoints.
+            on_write: Called with the path of every file written (the run's manifest).
+        """
         self.directory = None if directory is None else Path(directory)
         self.fingerprint = fingerprint
+        self.identity = identity or {}
+        self.on_write = on_write
+        self._loaded: dict | None = None
         self.metrics_rows: list[dict] = []
         self.recourse_rows: list[dict] = []
+        self.missing_rows: list[dict] = []
         self.tables: dict[str, pd.DataFrame] = {}
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -64,9 +96,10 @@ class Recorder:
         return self.directory / name
 
     def reset(self) -> None:
-        """Start fresh: forget rows and remove files of an earlier run in the same directory."""
+        """Start fresh: forget rows and remove this recorder's files from an earlier run."""
         self.metrics_rows.clear()
         self.recourse_rows.clear()
+        self.missing_rows.clear()
         if self.directory is not None:
             for name in (
                 self.metrics_file,
@@ -74,15 +107,24 @@ class Recorder:
                 self.population_file,
                 self.initial_file,
                 self.grid_file,
+                self.missing_file,
             ):
                 self._path(name).unlink(missing_ok=True)
+
+    def _written(self, path: Path) -> None:
+        if self.on_write is not None:
+            self.on_write(path)
 
     def _append(self, name: str, rows: list[dict], columns: list[str]) -> None:
         if not rows or self.directory is None:
             return
         path = self._path(name)
         frame = pd.DataFrame(rows, columns=columns)
-        frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+        self._written(path)
+        try:
+            frame.to_csv(path, mode="a", header=not path.exists(), index=False)
+        except OSError as error:
+            raise OutputError(path, error) from None
 
     def append_metrics(self, rows: list[dict]) -> None:
         """Record metric rows (long format)."""
@@ -94,11 +136,35 @@ class Recorder:
         self.recourse_rows.extend(rows)
         self._append(self.recourse_file, rows, RECOURSE_COLUMNS)
 
+    def note_missing(self, rows: list[dict]) -> None:
+        """Record why metric values are missing (empty ``value`` in ``metrics.csv``; rule 2).
+
+        Each row names ``repetition, round, model, generator, metric`` and a ``reason``; the reason
+        also goes to the log, and the reports list these rows.
+        """
+        for row in rows:
+            log.warning(
+                "%s is missing for %s/%s, repetition %s, round %s: %s",
+                row["metric"],
+                row["model"],
+                row["generator"],
+                row["repetition"],
+                row["round"],
+                row["reason"],
+            )
+        self.missing_rows.extend(rows)
+        self._append(self.missing_file, rows, MISSING_COLUMNS)
+
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
         """Write a whole table once (final and initial populations, decision grid)."""
         self.tables[name] = frame
         if self.directory is not None:
-            frame.to_csv(self._path(name), index=False)
+            path = self._path(name)
+            self._written(path)
+            try:
+                write_atomically(path, frame.to_csv(index=False).encode())
+            except OSError as error:
+                raise OutputError(path, error) from None
 
     @property
     def metrics(self) -> pd.DataFrame:
@@ -113,37 +179,91 @@ class Recorder:
     # --- checkpoints -------------------------------------------------------------------------
 
     def save_checkpoint(self, state: dict) -> None:
-        """Write the state atomically (a crash mid-write leaves the previous checkpoint intact)."""
+        """Write the state atomically (a crash or a full disk leaves the previous one intact)."""
         if self.directory is None:
             return
         path = self._path(self.checkpoint_file)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"fingerprint": self.fingerprint, "state": state}, tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save(
+            {"fingerprint": self.fingerprint, "identity": self.identity, "state": state}, buffer
+        )
+        self._written(path)
+        try:
+            write_atomically(path, buffer.getvalue())
+        except OSError as error:
+            raise OutputError(path, error) from None
+
+    def read_checkpoint(self) -> dict | None:
+        """The whole saved checkpoint (``fingerprint``, ``identity``, ``state``), or None.
+
+        Loaded with ``weights_only=True``, so only tensors and plain containers are accepted; a
+        truncated, corrupt or crafted file is a :class:`ConfigError` on ``resume``.
+        """
+        if self.directory is None or not self._path(self.checkpoint_file).exists():
+            return None
+        if self._loaded is None:
+            path = self._path(self.checkpoint_file)
+            try:
+                # CPU tensors load on any machine; the simulation moves them to its device.
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+                raise ConfigError(
+                    "resume",
+                    True,
+                    f"a directory whose {self.checkpoint_file} is a readable recourse_sim "
+                    f"checkpoint; {path} could not be loaded safely ({reason}). Start afresh "
+                    "with overwrite=true, or choose another hydra.run.dir",
+                ) from None
+            if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+                raise ConfigError(
+                    "resume", True, f"a recourse_sim checkpoint; {path} holds something else"
+                )
+            self._loaded = saved
+        return self._loaded
 
     def load_checkpoint(self) -> dict | None:
         """The saved state, or None when there is nothing to resume from."""
-        if self.directory is None or not self._path(self.checkpoint_file).exists():
+        saved = self.read_checkpoint()
+        if saved is None:
             return None
-        # The simulation moves the state to its own device; CPU tensors load on any machine.
-        saved = torch.load(self._path(self.checkpoint_file), map_location="cpu", weights_only=False)
         if saved.get("fingerprint") != self.fingerprint:
-            from recourse_sim.errors import ConfigError
-
             raise ConfigError(
                 "resume",
                 True,
-                f"a directory whose checkpoint was written with the same configuration; "
-                f"{self._path(self.checkpoint_file)} comes from a different one",
+                f"a directory whose checkpoint was written with the same result keys; "
+                f"{self._path(self.checkpoint_file)} comes from a different configuration",
             )
         return saved["state"]
 
     def truncate_after(self, round_number: int) -> None:
-        """Drop rows of rounds after ``round_number`` (written before a crash)."""
+        """Drop rows of rounds after ``round_number`` and a torn last line (from a crash).
+
+        Lines are filtered as text, so the rows that stay are byte for byte what was written.
+        """
         if self.directory is None:
             return
-        for name in (self.metrics_file, self.recourse_file):
+        for name in (self.metrics_file, self.recourse_file, self.missing_file):
             path = self._path(name)
-            if path.exists():
-                frame = pd.read_csv(path)
-                frame[frame["round"] <= round_number].to_csv(path, index=False)
+            if not path.exists():
+                continue
+            text = path.read_text(encoding="utf-8")
+            lines = text.splitlines(keepends=True)
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()  # torn by the crash: never a row of blanks
+            if not lines:
+                path.unlink()
+                continue
+            header = next(csv.reader([lines[0]]))
+            column = header.index("round")
+            kept = [lines[0]]
+            for line in lines[1:]:
+                fields = next(csv.reader([line]), [])
+                if len(fields) != len(header):
+                    continue
+                try:
+                    if int(fields[column]) <= round_number:
+                        kept.append(line)
+                except ValueError:
+                    continue
+            write_atomically(path, "".join(kept).encode("utf-8"))

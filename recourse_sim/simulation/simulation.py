@@ -169,6 +169,13 @@ class RecourseSimulation:
     def run(self, resume: bool = False) -> RecourseSimulation:
         """Run all rounds (continuing from the last checkpoint when ``resume`` is set)."""
         checkpoint = self.recorder.load_checkpoint() if resume else None
+        if resume and checkpoint is None:
+            raise ConfigError(
+                "resume",
+                True,
+                "a run directory holding the checkpoint.pt of an earlier run; there is none in "
+                f"{self.recorder.directory} (start without resume=true)",
+            )
         if checkpoint is not None:
             self._restore(checkpoint)
             self.recorder.truncate_after(self.round)
@@ -368,6 +375,7 @@ class RecourseSimulation:
                     params_current=classifier.parameters_of(system.slot),
                     rng=np.random.default_rng(0),
                     n_permutations=n_permutations,
+                    p_value_form=self.config.p_value,
                 )
                 streams = {
                     metric: self.streams.numpy(
@@ -380,8 +388,11 @@ class RecourseSimulation:
                 calls.append((_evaluate, (self.metrics, context, streams, system, round_number)))
         # Systems are evaluated independently: share them out.
         results = self._share(calls, [True] * len(calls))
-        rows = [row for system_rows in results for row in system_rows]
+        rows = [row for system_rows, _ in results for row in system_rows]
+        missing = [row for _, system_missing in results for row in system_missing]
         self.recorder.append_metrics(rows)
+        if missing:  # empty cells in metrics.csv; the reasons go to the log and the reports
+            self.recorder.note_missing(missing)
         yield env.timeout(0)
 
     # --- records ---------------------------------------------------------------------------
@@ -561,22 +572,41 @@ def _evaluate(
     streams: Mapping[str, np.random.Generator],
     system: System,
     round_number: int,
-) -> list[dict]:
-    """Every metric of one system, as ``metrics.csv`` rows (module level: workers run it)."""
-    rows = []
+) -> tuple[list[dict], list[dict]]:
+    """Every metric of one system: ``metrics.csv`` rows, and why values are missing.
+
+    A value that cannot be computed (the metric says why, or it is not finite) is missing
+    (CONVENTIONS rule 2): NaN value and no p-value, i.e. two empty cells in ``metrics.csv``, and
+    a ``repetition, round, model, generator, metric, reason`` row for the recorder's
+    ``note_missing``. Module level: workers run it.
+    """
+    rows, missing = [], []
     for metric_name, metric in metrics.items():
         context.rng = streams[metric_name]
         result = metric(context)
+        value = float(result.value)
+        p_value = None if result.p_value is None else float(result.p_value)
+        reason = getattr(result, "reason", None)
+        if reason is None and not np.isfinite(value):
+            reason = "the value is not finite"
+        elif reason is None and p_value is not None and not np.isfinite(p_value):
+            reason = "the p-value is not finite"
+        system_keys = {
+            "repetition": system.repetition,
+            "round": round_number,
+            "model": system.model,
+            "generator": system.generator,
+            "metric": metric_name,
+        }
+        if reason is not None:
+            value, p_value = np.nan, None
+            missing.append({**system_keys, "reason": reason})
         rows.append(
             {
-                "repetition": system.repetition,
-                "round": round_number,
-                "model": system.model,
-                "generator": system.generator,
-                "metric": metric_name,
+                **system_keys,
                 "scope": metric.scope,
-                "value": float(result.value),
-                "p_value": np.nan if result.p_value is None else float(result.p_value),
+                "value": value,
+                "p_value": np.nan if p_value is None else p_value,
             }
         )
-    return rows
+    return rows, missing

@@ -12,23 +12,66 @@ measured 2-4x *slower* here) but processes can. Two kinds of work are shared:
 
 Results do not depend on the number of processes beyond float rounding: every network keeps its
 own rows, Adam state and dropout stream, every search its keyed random draws.
+
+Workers never outlive this process: each one watches its parent and exits as soon as the parent is
+gone, even if it was killed outright (``kill -9``), so no orphaned worker (and, once they are
+gone, no multiprocessing resource tracker) is left behind. A worker that stops unexpectedly (killed,
+or out of memory) raises :class:`WorkerError` with a plain message instead of a traceback of the
+process pool.
 """
 
 from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
 from recourse_sim.errors import ConfigError
 
+#: Seconds between a worker's checks that its parent process is still alive.
+PARENT_POLL_SECONDS = 0.5
 
-def _initialise_worker() -> None:
+WORKER_STOPPED = (
+    "a worker process of recourse_sim stopped unexpectedly (killed, or out of memory); the "
+    "results up to the last finished round are kept: resume with resume=true, or run with "
+    "processes=1 to use one process"
+)
+
+
+class WorkerError(RuntimeError):
+    """A worker process stopped unexpectedly (killed, or out of memory); the pool is unusable.
+
+    The entry point prints its message without a traceback.
+    """
+
+    def __init__(self, message: str = WORKER_STOPPED):
+        super().__init__(message)
+
+
+def _initialise_worker(parent: int) -> None:
     # One intra-op thread per process: the processes themselves use the cores.
     torch.set_num_threads(1)
+    # Exit with the parent, however it ends: a killed parent cannot shut its workers down, and a
+    # worker blocked on its task queue would otherwise live on, reparented. Polling the parent's
+    # pid is portable (PR_SET_PDEATHSIG is Linux-only); a daemon thread never delays an exit.
+    watcher = threading.Thread(
+        target=_exit_with_parent, args=(parent,), name="recourse_sim-parent-watch", daemon=True
+    )
+    watcher.start()
+
+
+def _exit_with_parent(parent: int, interval: float = PARENT_POLL_SECONDS) -> None:
+    """Poll until this process's parent is no longer ``parent``, then exit at once."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _ready() -> bool:
@@ -40,7 +83,9 @@ class WorkerPool:
 
     Workers start on :meth:`start` (or the first job) with the ``spawn`` method, which is safe
     whatever threads torch has started here, and stop on :meth:`close` or at the end of a
-    ``with`` block. A pool of one process never starts a worker and runs everything here.
+    ``with`` block (or by themselves within about :data:`PARENT_POLL_SECONDS` if this process
+    dies). A pool of one process never starts a worker and runs everything here. A worker that
+    stops unexpectedly raises :class:`WorkerError` from :meth:`submit` and :meth:`run_all`.
 
     Args:
         processes: Processes that share the work, this one included.
@@ -65,16 +110,40 @@ class WorkerPool:
                 max_workers=self.processes - 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_initialise_worker,
+                initargs=(os.getpid(),),
             )
             self._executor.submit(_ready)
         return self
 
     def submit(self, fn: Callable, /, *args) -> Future:
-        """Run ``fn(*args)`` in a worker process (``fn`` and ``args`` must pickle)."""
+        """Run ``fn(*args)`` in a worker process (``fn`` and ``args`` must pickle).
+
+        Raises :class:`WorkerError` if a worker has stopped unexpectedly; the returned future's
+        ``result()`` raises ``BrokenProcessPool`` if one stops later (pass it to :meth:`result`
+        to get a :class:`WorkerError` instead).
+        """
         if self.processes == 1:
             raise RuntimeError("a pool of one process has no workers")
         self.start()
-        return self._executor.submit(fn, *args)
+        try:
+            return self._executor.submit(fn, *args)
+        except BrokenProcessPool as error:
+            self._discard_broken()
+            raise WorkerError() from error
+
+    def result(self, future: Future):
+        """``future.result()``, with a worker that stopped unexpectedly as :class:`WorkerError`."""
+        try:
+            return future.result()
+        except BrokenProcessPool as error:
+            self._discard_broken()
+            raise WorkerError() from error
+
+    def _discard_broken(self) -> None:
+        """Let go of a broken executor (its workers are already gone or being terminated)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def run_all(
         self,
@@ -93,7 +162,7 @@ class WorkerPool:
         futures = {i: self.submit(fn, *args) for i, (fn, args) in enumerate(calls) if i not in here}
         results = [fn(*args) if i in here else None for i, (fn, args) in enumerate(calls)]
         for i, future in futures.items():
-            results[i] = future.result()
+            results[i] = self.result(future)
         return results
 
     def _assign(self, movable: Sequence[bool], costs: Sequence[float] | None) -> set[int]:

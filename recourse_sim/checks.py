@@ -38,6 +38,14 @@ def _range_text(
     return " and ".join(parts)
 
 
+def _allowed(kind: str, bounds: str, optional: bool, none_means: str) -> str:
+    """The "allowed" text of a message: kind, range and whether null is accepted."""
+    text = kind + (f" {bounds}" if bounds else "")
+    if optional:
+        text += f", or null{f' ({none_means})' if none_means else ''}"
+    return text
+
+
 def integer(
     key: str,
     value: object,
@@ -50,10 +58,9 @@ def integer(
     """``value`` as an ``int`` within ``[minimum, maximum]``; ``None`` passes when ``optional``."""
     if value is None and optional:
         return None
-    bounds = _range_text(minimum, maximum, False, False)
-    allowed = "an integer" + (f" {bounds}" if bounds else "")
-    if optional:
-        allowed += f", or null{f' ({none_means})' if none_means else ''}"
+    allowed = _allowed(
+        "an integer", _range_text(minimum, maximum, False, False), optional, none_means
+    )
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ConfigError(key, value, allowed)
     value = int(value)
@@ -80,9 +87,7 @@ def real(
     if value is None and optional:
         return None
     bounds = _range_text(minimum, maximum, low_open, high_open)
-    allowed = "a finite number" + (f" {bounds}" if bounds else "")
-    if optional:
-        allowed += f", or null{f' ({none_means})' if none_means else ''}"
+    allowed = _allowed("a finite number", bounds, optional, none_means)
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
         raise ConfigError(key, value, allowed)
     number = float(value)

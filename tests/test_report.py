@@ -27,6 +27,7 @@ from recourse_sim.report.tables import (
     sweep_metrics,
     swept_keys,
 )
+from recourse_sim.simulation.recorder import METRIC_COLUMNS
 
 TINY = [*SMOKE_TWO_REPETITIONS, "report.figures=true"]
 
@@ -526,17 +527,6 @@ def test_sweep_report_through_the_cli(tmp_path):
 
 
 # --- p-values of 0 and missing values (issue 9) ------------------------------------------------
-
-METRIC_COLUMNS = [
-    "repetition",
-    "round",
-    "model",
-    "generator",
-    "metric",
-    "scope",
-    "value",
-    "p_value",
-]
 
 
 def write_small_run(

@@ -399,7 +399,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
                 f"true to replace the results of the earlier run in {output_dir} (status: "
                 f"{state}; files: {', '.join(earlier[:6])}{', ...' if len(earlier) > 6 else ''})"
                 "; only the files that run wrote are removed. Or resume it with resume=true, or "
-                "choose another hydra.run.dir",
+                "choose another hydra.run.dir (hydra.sweep.dir for a sweep)",
             )
         train, test = load_data(cfg, streams)
         if not resume and earlier:

@@ -379,6 +379,7 @@ def test_crafted_checkpoint_cannot_run_code(victim, tmp_path, capsys):
     assert snapshot(victim) == before
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch, on the plain pickle
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "plain_pickle", "not_a_dict"])
 def test_damaged_checkpoint_is_refused(damage, victim, capsys):
     payload = (victim / "checkpoint.pt").read_bytes()

@@ -213,7 +213,8 @@ class Recorder:
                     True,
                     f"a directory whose {self.checkpoint_file} is a readable recourse_sim "
                     f"checkpoint; {path} could not be loaded safely ({reason}). Start afresh "
-                    "with overwrite=true, or choose another hydra.run.dir",
+                    "with overwrite=true, or choose another hydra.run.dir (hydra.sweep.dir for "
+                    "a sweep)",
                 ) from None
             if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
                 raise ConfigError(

@@ -104,7 +104,7 @@ class RunDirectory:
                     self.key,
                     str(self.path),
                     f"a directory no other run is using; the run with pid {holder} is writing "
-                    "into it now (wait for it, or choose another hydra.run.dir)",
+                    "into it now (wait for it, or choose another hydra.run.dir or hydra.sweep.dir)",
                 ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

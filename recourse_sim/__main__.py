@@ -2,8 +2,9 @@
 
 Exit status (``CONVENTIONS.md`` rule 3): 0 on success; 2 for every user error (a bad value, an
 unknown key or option, bad override syntax, a bad file or directory, a refused resume or
-overwrite, a full disk), with a message naming the key and no traceback; 1 when a run fails for
-another reason (a dead worker process, a bug).
+overwrite, a full disk), with a message naming the key and no traceback; 130 after Ctrl-C (the
+finished rounds are kept for ``resume=true``); 1 when a run fails for another reason (a dead
+worker process, a bug).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 _CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 #: Exit status of a user error.
 USAGE_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 # `${pid:}` in the default run directories: two runs started in the same second never share one.
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
@@ -48,6 +51,13 @@ def execute(cfg: DictConfig, output_dir: str | Path | None = None) -> int:
     except WorkerError as error:
         print(f"recourse_sim: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "recourse_sim: interrupted; the results of finished rounds are kept: continue with "
+            "the same overrides and resume=true",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     return 0
 
 

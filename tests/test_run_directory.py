@@ -234,3 +234,15 @@ def test_a_rebuilt_report_joins_the_manifest_and_goes_with_an_overwrite(tmp_path
     assert "report.html" in json.loads((run_dir / MANIFEST).read_text())["files"]
     assert run_in_process([*ONE_PROCESS, "report=none", "overwrite=true"], run_dir) == 0
     assert not (run_dir / "report.html").exists()
+
+
+def test_ctrl_c_is_reported_without_a_traceback(tmp_path, monkeypatch, capsys):
+    import recourse_sim.run
+
+    def interrupted(cfg, output_dir=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recourse_sim.run, "run", interrupted)
+    assert run_in_process(ONE_PROCESS, tmp_path) == 130
+    err = capsys.readouterr().err
+    assert "resume=true" in err and "Traceback" not in err

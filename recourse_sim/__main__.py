@@ -54,7 +54,8 @@ def execute(cfg: DictConfig, output_dir: str | Path | None = None) -> int:
     except KeyboardInterrupt:
         print(
             "recourse_sim: interrupted; the results of finished rounds are kept: continue with "
-            "the same overrides and resume=true",
+            "the same overrides and resume=true (or, if no round had finished, start again with "
+            "overwrite=true)",
             file=sys.stderr,
         )
         return INTERRUPTED
@@ -62,16 +63,26 @@ def execute(cfg: DictConfig, output_dir: str | Path | None = None) -> int:
 
 
 _task_started = False
+#: (job number, exit status) of the jobs of this sweep that failed.
+_failed_jobs: list[tuple[int, int]] = []
 
 
 @hydra.main(version_base="1.3", config_path=_CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     """Compose the configuration, run one simulation and write its outputs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     global _task_started
     _task_started = True
     status = execute(cfg)
-    if status:
-        sys.exit(status)
+    if not status:
+        return
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # One bad job must not cost the sweep its other jobs: note it, exit at the end.
+        _failed_jobs.append((HydraConfig.get().job.num, status))
+        return
+    sys.exit(status)
 
 
 def main() -> None:
@@ -85,6 +96,14 @@ def main() -> None:
             _name_bad_override(sys.argv[1:])
             sys.exit(USAGE_ERROR)
         raise
+    if _failed_jobs:
+        numbers = ", ".join(str(number) for number, _ in _failed_jobs)
+        print(
+            f"recourse_sim: {len(_failed_jobs)} job(s) of the sweep failed (job {numbers}; "
+            "their messages are above); the other jobs finished",
+            file=sys.stderr,
+        )
+        sys.exit(max(status for _, status in _failed_jobs))
 
 
 def _name_bad_override(arguments: list[str]) -> None:

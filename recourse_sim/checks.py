@@ -88,9 +88,14 @@ def real(
         return None
     bounds = _range_text(minimum, maximum, low_open, high_open)
     allowed = _allowed("a finite number", bounds, optional, none_means)
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise ConfigError(key, value, allowed)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float (10**400)
+        raise ConfigError(key, value, allowed) from None
+    if not math.isfinite(number):
+        raise ConfigError(key, value, allowed)
     too_low = minimum is not None and (number <= minimum if low_open else number < minimum)
     too_high = maximum is not None and (number >= maximum if high_open else number > maximum)
     if too_low or too_high:

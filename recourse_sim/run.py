@@ -23,7 +23,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from recourse_sim import checks
 from recourse_sim.data.base import Dataset, train_test_split
-from recourse_sim.errors import ConfigError
+from recourse_sim.errors import ConfigError, OutputError
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
 from recourse_sim.simulation.rundir import RunDirectory
 from recourse_sim.utils import RandomStreams, WorkerPool
@@ -191,6 +191,9 @@ ROUNDING_KEYS = ("processes", "torch_threads", "device")
 PRESENTATION_KEYS = ("report", "progress", "overwrite", "resume", "hydra")
 TOP_LEVEL_KEYS = RESULT_KEYS + ROUNDING_KEYS + PRESENTATION_KEYS
 REPORT_KEYS = ("enabled", "figures")
+#: Upper bounds that keep a typo from asking for millions of threads or processes.
+MAX_THREADS = 256
+MAX_PROCESSES = 256
 
 
 def plain_config(cfg: DictConfig) -> dict:
@@ -221,8 +224,8 @@ def check_top_level(values: dict) -> None:
     for key in ("resume", "overwrite", "progress"):
         if key in values:
             checks.flag(key, values[key])
-    checks.integer("torch_threads", values.get("torch_threads", 1), minimum=1)
-    checks.integer("processes", values.get("processes", 1), minimum=1)
+    checks.integer("torch_threads", values.get("torch_threads", 1), minimum=1, maximum=MAX_THREADS)
+    checks.integer("processes", values.get("processes", 1), minimum=1, maximum=MAX_PROCESSES)
     report = values.get("report")
     if report is not None:
         if not isinstance(report, dict):
@@ -271,12 +274,16 @@ def _flatten(values: object, prefix: str = "") -> dict[str, object]:
 
 
 def _differences(before: dict, now: dict) -> list[str]:
+    """Keys whose values differ, compared as the fingerprint sees them (1 and 1.0 differ)."""
     old, new = _flatten(before), _flatten(now)
-    missing = object()
+
+    def canonical(values: dict, key: str) -> str:
+        return json.dumps(values[key], sort_keys=True, default=repr) if key in values else ""
+
     return [
         f"{key} (checkpoint: {old.get(key, '(absent)')!r}, now: {new.get(key, '(absent)')!r})"
         for key in sorted(set(old) | set(new))
-        if old.get(key, missing) != new.get(key, missing)
+        if canonical(old, key) != canonical(new, key)
     ]
 
 
@@ -286,14 +293,13 @@ def check_resume(recorder: Recorder, values: dict) -> None:
     A difference in rounding keys is accepted with a warning; presentation keys are ignored.
     """
     saved = recorder.read_checkpoint()
-    if saved is None:
-        raise ConfigError(
-            "resume",
-            True,
-            "a run directory holding the checkpoint.pt of an earlier run; there is none in "
-            f"{recorder.directory} (start without resume=true)",
-        )
+    if saved is None:  # checked before the directory was locked; removed since
+        raise ConfigError("resume", True, f"a checkpoint.pt in {recorder.directory}")
     identity = saved.get("identity") or {}
+    if not isinstance(identity, dict) or not isinstance(saved["state"].get("round"), int):
+        raise ConfigError(
+            "resume", True, f"a recourse_sim checkpoint; {recorder.directory} holds a malformed one"
+        )
     if "result_keys" not in identity:
         if saved.get("fingerprint") != recorder.fingerprint:
             raise ConfigError(
@@ -339,14 +345,17 @@ def _hydra_files(cfg: DictConfig, directory: Path) -> list[Path]:
     task starts, so a refused run would overwrite the ``.hydra/`` of the run it was refused for.
     """
     target = directory / ".hydra"
-    target.mkdir(exist_ok=True)
     written = [target / "config.yaml"]
-    OmegaConf.save(cfg, written[0])
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.instance().cfg
-        OmegaConf.save(hydra_cfg, target / "hydra.yaml")
-        OmegaConf.save(hydra_cfg.hydra.overrides.task, target / "overrides.yaml")
-        written += [target / "hydra.yaml", target / "overrides.yaml"]
+    try:
+        target.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, written[0])
+        if HydraConfig.initialized():
+            hydra_cfg = HydraConfig.instance().cfg
+            OmegaConf.save(hydra_cfg, target / "hydra.yaml")
+            OmegaConf.save(hydra_cfg.hydra.overrides.task, target / "overrides.yaml")
+            written += [target / "hydra.yaml", target / "overrides.yaml"]
+    except OSError as error:
+        raise OutputError(target, error) from None
     return written
 
 
@@ -379,6 +388,15 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
         name: build(node, f"metrics.{name}", name=name)
         for name, node in named_nodes(cfg, "metrics").items()
     }
+    if resume and not (output_dir / Recorder.checkpoint_file).is_file():
+        # Refused before the directory is touched (a mistyped directory is not created).
+        raise ConfigError(
+            "resume",
+            True,
+            "a run directory holding the checkpoint.pt of an earlier run; there is none in "
+            f"{output_dir} (start without resume=true)",
+        )
+    torch.set_num_threads(values.get("torch_threads", 1))
     directory = RunDirectory(output_dir)
     with directory:
         recorder = Recorder(
@@ -388,8 +406,19 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             on_write=directory.register,
         )
         earlier = directory.earlier_results()
+        unrecorded = [] if resume else directory.unrecorded_outputs()
         if resume:
             check_resume(recorder, values)
+        elif unrecorded:
+            shown = ", ".join(unrecorded[:6]) + (", ..." if len(unrecorded) > 6 else "")
+            raise ConfigError(
+                "hydra.run.dir",
+                str(output_dir),
+                f"a directory where this run's output files do not exist yet; {shown} "
+                "are there but in no recourse_sim manifest (your own files, or a run of an older "
+                "version): move them, or choose another hydra.run.dir (hydra.sweep.dir for a "
+                "sweep). overwrite=true only removes files a manifest lists",
+            )
         elif earlier and not overwrite:
             previous = directory.previous() or {}
             state = previous.get("status", "unknown")
@@ -420,7 +449,6 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             train.n_features,
             device,
         )
-        torch.set_num_threads(values.get("torch_threads", 1))
         workers = WorkerPool(processes if device.type == "cpu" else 1)
         simulation = RecourseSimulation(
             train=train,
@@ -456,6 +484,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
                 log.exception(
                     "report failed; rebuild with: python -m recourse_sim.report %s", output_dir
                 )
+                # What it wrote before failing is this run's too (an overwrite removes it).
+                directory.register(*[output_dir / f for f in directory.unrecorded_outputs()])
         directory.finish()
     print(f"recourse_sim: results written to {output_dir.resolve()}")
     return simulation

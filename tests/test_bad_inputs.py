@@ -151,6 +151,9 @@ CONFIG_VALUES = [
     (["report.figures=2"], "report.figures"),
     (["+report.colour=red"], "report.colour"),
     (["+foo=1"], "foo"),
+    (["torch_threads=100000"], "torch_threads"),
+    (["processes=100000"], "processes"),
+    ([f"generator.generic.learning_rate={10**400}"], "generator.generic.learning_rate"),
     # simulation
     (["simulation.n_rounds=0"], "simulation.n_rounds"),
     (["simulation.n_rounds=-1"], "simulation.n_rounds"),

@@ -109,7 +109,6 @@ def test_overwrite_removes_exactly_the_earlier_runs_files(tmp_path):
     assert "report.html" in first["files"]
     assert any(f.startswith("figures/") for f in first["files"])
     (run_dir / "notes.txt").write_text("mine")
-    (run_dir / "figures" / "mine.txt").write_text("mine too")
     old_metrics = (run_dir / "metrics.csv").read_bytes()
 
     # Refused without overwrite=true: nothing changes.
@@ -122,7 +121,6 @@ def test_overwrite_removes_exactly_the_earlier_runs_files(tmp_path):
         assert not (run_dir / name).exists(), name
     assert not [f for f in first["files"] if f.startswith("figures/") and (run_dir / f).exists()]
     assert (run_dir / "notes.txt").read_text() == "mine"
-    assert (run_dir / "figures" / "mine.txt").read_text() == "mine too"
     second = json.loads((run_dir / MANIFEST).read_text())
     assert second["result_keys"]["seed"] == 5
     assert "notes.txt" not in second["files"]
@@ -139,10 +137,36 @@ def test_run_into_the_current_directory_never_deletes_user_files(tmp_path, monke
     assert (tmp_path / "data.csv").read_text() == "x,y\n1,0\n"
 
 
-def test_directory_without_manifest_but_with_results_is_protected(tmp_path):
-    (tmp_path / "metrics.csv").write_text("from another tool\n")
-    assert run_in_process(ONE_PROCESS, tmp_path) == 2
-    assert (tmp_path / "metrics.csv").read_text() == "from another tool\n"
+UNRECORDED = [
+    "metrics.csv",
+    "report.md",
+    "missing_values.csv",
+    "figures/a.png",
+    ".hydra/config.yaml",
+]
+
+
+@pytest.mark.parametrize("name", UNRECORDED)
+def test_files_no_manifest_lists_are_never_overwritten_or_removed(name, tmp_path, capsys):
+    mine = tmp_path / name
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_text("from another tool\n")
+    for extra in ([], ["overwrite=true"]):
+        assert run_in_process([*ONE_PROCESS, *extra], tmp_path) == 2
+        assert name in capsys.readouterr().err
+        assert mine.read_text() == "from another tool\n"
+    assert not (tmp_path / "metrics.csv").exists() or name == "metrics.csv"
+
+
+@pytest.mark.parametrize("content", ['{"name": "my project", "files": ["data.csv"]}', "{oops"])
+def test_a_foreign_manifest_is_refused_and_kept(content, tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text(content)
+    (tmp_path / "data.csv").write_text("x\n1\n")
+    for extra in ([], ["overwrite=true"]):
+        assert run_in_process([*ONE_PROCESS, *extra], tmp_path) == 2
+        assert "manifest.json" in capsys.readouterr().err
+    assert (tmp_path / "manifest.json").read_text() == content
+    assert (tmp_path / "data.csv").read_text() == "x\n1\n"
 
 
 # --- item 9: resume compares result keys only --------------------------------------------------
@@ -160,6 +184,14 @@ def test_resume_ignores_presentation_keys_and_warns_on_rounding_keys(tmp_path, c
     err = capsys.readouterr().err
     assert "torch_threads" in err and "processes" in err and "byte identity" in err
     assert (run_dir / "metrics.csv").read_bytes() == metrics
+
+
+def test_resume_compares_values_as_the_fingerprint_does(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_in_process([*ONE_PROCESS, "simulation.round_length=1"], run_dir) == 0
+    capsys.readouterr()
+    assert run_in_process([*ONE_PROCESS, "resume=true"], run_dir) == 2
+    assert "simulation.round_length (checkpoint: 1, now: 1.0)" in capsys.readouterr().err
 
 
 def test_resume_refusal_names_the_differing_key(tmp_path, capsys):
@@ -189,6 +221,48 @@ def test_resume_drops_a_torn_last_line(tmp_path):
     recorder.truncate_after(1)
     frame = pd.read_csv(tmp_path / "metrics.csv")
     assert list(frame["round"]) == [0, 1]
+
+
+def test_resume_cuts_files_back_to_the_checkpoint_byte_for_byte(tmp_path):
+    recorder = Recorder(tmp_path, fingerprint="f")
+    keys = {"repetition": 0, "model": "m", "generator": "g", "metric": "x"}
+    recorder.note_missing([{**keys, "round": 1, "reason": 'a "quoted"\nreason, with a comma'}])
+    recorder.save_checkpoint({"round": 1})
+    at_checkpoint = (tmp_path / "missing_values.csv").read_bytes()
+    recorder.note_missing([{**keys, "round": 2, "reason": "later\x0c"}])
+    with open(tmp_path / "missing_values.csv", "ab") as handle:
+        handle.write(b'0,3,m,g,x,"torn \xc3')  # the crash came mid-row, mid-character
+    resumed = Recorder(tmp_path, fingerprint="f")
+    assert resumed.load_checkpoint() == {"round": 1}
+    resumed.truncate_after(1)
+    assert (tmp_path / "missing_values.csv").read_bytes() == at_checkpoint
+
+
+def test_resume_refuses_files_shorter_than_at_the_checkpoint(tmp_path):
+    recorder = Recorder(tmp_path, fingerprint="f")
+    row = {"repetition": 0, "round": 1, "model": "m", "generator": "g", "metric": "x"}
+    recorder.append_metrics([dict(row, scope="", value=0.5, p_value=None)])
+    recorder.save_checkpoint({"round": 1})
+    (tmp_path / "metrics.csv").write_text("repetition,round\n")  # rows lost after the checkpoint
+    resumed = Recorder(tmp_path, fingerprint="f")
+    resumed.load_checkpoint()
+    with pytest.raises(ConfigError, match="lost rows"):
+        resumed.truncate_after(1)
+
+
+def test_one_bad_job_does_not_stop_a_sweep(tmp_path):
+    sweep = _cli(
+        "-m",
+        *ONE_PROCESS,
+        "generator.generic.learning_rate=0.1,-1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 2, err
+    assert "generator.generic.learning_rate" in err and "job 1" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "0" / "metrics.csv").exists()
+    assert (tmp_path / "summary.csv").exists()  # the sweep report was still built
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,8 @@ class Recorder:
     grid_file = "decision_grid.csv"
     checkpoint_file = "checkpoint.pt"
     missing_file = "missing_values.csv"  # written only when a metric could not be computed
+    #: Files appended round by round; a checkpoint records their sizes for an exact resume.
+    _appended_files = (metrics_file, recourse_file, missing_file)
 
     def __init__(
         self,
@@ -183,9 +186,26 @@ class Recorder:
         if self.directory is None:
             return
         path = self._path(self.checkpoint_file)
+        sizes = {}
+        try:
+            for name in self._appended_files:
+                table = self._path(name)
+                if table.exists():
+                    # The rows up to this round are durable before the checkpoint says so.
+                    with open(table, "rb+") as handle:
+                        os.fsync(handle.fileno())
+                    sizes[name] = table.stat().st_size
+        except OSError as error:
+            raise OutputError(path, error) from None
         buffer = io.BytesIO()
         torch.save(
-            {"fingerprint": self.fingerprint, "identity": self.identity, "state": state}, buffer
+            {
+                "fingerprint": self.fingerprint,
+                "identity": self.identity,
+                "files": sizes,
+                "state": state,
+            },
+            buffer,
         )
         self._written(path)
         try:
@@ -238,33 +258,56 @@ class Recorder:
         return saved["state"]
 
     def truncate_after(self, round_number: int) -> None:
-        """Drop rows of rounds after ``round_number`` and a torn last line (from a crash).
+        """Cut the appended files back to the checkpoint of ``round_number`` (after a crash).
 
-        Lines are filtered as text, so the rows that stay are byte for byte what was written.
+        A checkpoint records each file's size, so the cut is byte-exact whatever the rows hold
+        (a torn line, quoted newlines); a file shorter than recorded lost rows (e.g. to a power
+        failure) and resuming is refused. Without recorded sizes (a checkpoint of an earlier
+        version, or a recorder used directly) rows are filtered by their ``round``.
         """
         if self.directory is None:
             return
-        for name in (self.metrics_file, self.recourse_file, self.missing_file):
-            path = self._path(name)
-            if not path.exists():
-                continue
-            text = path.read_text(encoding="utf-8")
-            lines = text.splitlines(keepends=True)
-            if lines and not lines[-1].endswith("\n"):
-                lines.pop()  # torn by the crash: never a row of blanks
-            if not lines:
-                path.unlink()
-                continue
-            header = next(csv.reader([lines[0]]))
-            column = header.index("round")
-            kept = [lines[0]]
-            for line in lines[1:]:
-                fields = next(csv.reader([line]), [])
-                if len(fields) != len(header):
-                    continue
-                try:
-                    if int(fields[column]) <= round_number:
-                        kept.append(line)
-                except ValueError:
-                    continue
-            write_atomically(path, "".join(kept).encode("utf-8"))
+        sizes = (self._loaded or {}).get("files")
+        try:
+            for name in self._appended_files:
+                path = self._path(name)
+                if isinstance(sizes, dict):
+                    self._cut_to_size(path, sizes.get(name))
+                elif path.exists():
+                    self._filter_rounds(path, round_number)
+        except OSError as error:
+            raise OutputError(self.directory, error) from None
+
+    def _cut_to_size(self, path: Path, size: object) -> None:
+        if size is None:
+            path.unlink(missing_ok=True)  # written only after the checkpoint
+            return
+        if not isinstance(size, int) or not path.exists() or path.stat().st_size < size:
+            raise ConfigError(
+                "resume",
+                True,
+                f"result files at least as long as when the checkpoint was written; {path} "
+                "lost rows since (start afresh with overwrite=true)",
+            )
+        os.truncate(path, size)
+
+    def _filter_rounds(self, path: Path, round_number: int) -> None:
+        data = path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]  # a line torn by the crash is never a row of blanks
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            message = f"a readable {path.name}; {path} is damaged"
+            raise ConfigError("resume", True, message) from None
+        records = list(csv.reader(io.StringIO(text, newline="")))
+        if not records or "round" not in records[0]:
+            raise ConfigError("resume", True, f"a {path.name} with a header; {path} has none")
+        header, column = records[0], records[0].index("round")
+        kept = [header]
+        for fields in records[1:]:
+            valid = len(fields) == len(header) and fields[column].lstrip("-").isdigit()
+            if valid and int(fields[column]) <= round_number:
+                kept.append(fields)
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer, lineterminator="\n").writerows(kept)
+        write_atomically(path, buffer.getvalue().encode("utf-8"))

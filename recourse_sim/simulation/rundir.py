@@ -34,18 +34,25 @@ except ImportError:  # pragma: no cover
 
 MANIFEST = "manifest.json"
 LOCK = ".recourse_sim.lock"
-#: Files a run of this tool writes, for directories written before manifests existed.
-LEGACY_RESULTS = (
+TOOL = "recourse_sim"
+#: Files a run may write (besides figures/ and hydra's log): a directory that already holds one
+#: that no recourse_sim manifest lists is refused, so a run never overwrites or later deletes a
+#: file it did not write.
+OUTPUT_NAMES = (
     "metrics.csv",
     "recourse.csv",
     "final_population.csv",
     "initial_population.csv",
     "decision_grid.csv",
+    "missing_values.csv",
     "checkpoint.pt",
     "report.html",
     "report.md",
     "summary_table.csv",
     "recourse_table.csv",
+    ".hydra/config.yaml",
+    ".hydra/hydra.yaml",
+    ".hydra/overrides.yaml",
 )
 DIRECTORY_KEY = "hydra.run.dir"
 
@@ -128,23 +135,54 @@ class RunDirectory:
     # --- the previous run ----------------------------------------------------------------------
 
     def previous(self) -> dict | None:
-        """The manifest an earlier run left here, or None (also for an unreadable one)."""
+        """The manifest an earlier recourse_sim run left here, or None when there is none.
+
+        A ``manifest.json`` that is not this tool's (unreadable, or written by something else)
+        is refused: this run would overwrite it, and its list of files means nothing here.
+        """
         path = self.path / MANIFEST
         if not path.is_file():
             return None
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return {"files": [], "status": "unreadable"}
-        return manifest if isinstance(manifest, dict) else {"files": [], "status": "unreadable"}
+            manifest = None
+        if not isinstance(manifest, dict) or manifest.get("tool") != TOOL:
+            raise ConfigError(
+                self.key,
+                str(self.path),
+                f"a directory whose {MANIFEST} is recourse_sim's; this one is not (it belongs "
+                "to something else, or is damaged): choose another directory",
+            )
+        if not isinstance(manifest.get("files"), list):
+            manifest["files"] = []
+        return manifest
 
     def earlier_results(self) -> list[str]:
-        """Files of an earlier run in this directory (manifest, or the known result names)."""
+        """Files an earlier run listed in its manifest that are still here (and the manifest)."""
         manifest = self.previous()
-        if manifest is not None:
-            listed = [f for f in manifest.get("files", []) if self._inside(f)]
-            return [f for f in listed if (self.path / f).exists()] + [MANIFEST]
-        return [name for name in LEGACY_RESULTS if (self.path / name).exists()]
+        if manifest is None:
+            return []
+        listed = [f for f in manifest["files"] if self._inside(f)]
+        return [f for f in listed if (self.path / f).is_file()] + [MANIFEST]
+
+    def unrecorded_outputs(self) -> list[str]:
+        """Files a run would write that are here but in no recourse_sim manifest.
+
+        They may be a user's own files or those of a run from before manifests existed; either
+        way this run must neither overwrite them nor, later, delete them.
+        """
+        manifest = self.previous()
+        listed = set(manifest["files"]) if manifest else set()
+        names = [n for n in OUTPUT_NAMES if (self.path / n).exists() and n not in listed]
+        figures = self.path / "figures"
+        if figures.is_dir():
+            names += [
+                str(f.relative_to(self.path))
+                for f in sorted(figures.rglob("*"))
+                if f.is_file() and str(f.relative_to(self.path)) not in listed
+            ]
+        return names
 
     def clear_earlier_results(self, keep: Iterable[str] = ()) -> list[str]:
         """Remove the earlier run's files (those of its manifest only); return what was removed.
@@ -159,9 +197,17 @@ class RunDirectory:
                 with contextlib.suppress(OSError), open(target, "r+b") as handle:
                     handle.truncate(0)
                 continue
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 target.unlink()
                 removed.append(name)
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                raise ConfigError(
+                    self.key,
+                    str(self.path),
+                    f"a directory whose earlier results can be removed; {name}: {error.strerror}",
+                ) from None
             # Drop directories the run created (figures/) once they are empty.
             parent = target.parent
             while parent != self.path and self.path in parent.parents:
@@ -237,21 +283,21 @@ class RunDirectory:
 def add_to_manifest(directory: str | Path, *paths: str | Path) -> None:
     """Add files written after a run (e.g. a rebuilt report) to its ``manifest.json``, if any.
 
-    Best effort: a directory without a manifest, or one another run holds, is left as it is.
+    Best effort: a directory without a recourse_sim manifest, or one a live run holds, is left
+    as it is.
     """
-    directory = Path(directory)
     run_dir = RunDirectory(directory)
-    manifest = run_dir.previous()
-    if manifest is None or manifest.get("status") == "unreadable":
-        return
     try:
         run_dir.acquire()
     except ConfigError:
         return  # a live run owns the directory and its manifest
     try:
-        run_dir._manifest = manifest
-        run_dir._manifest.setdefault("files", [])
-        run_dir.register(*paths)
+        manifest = run_dir.previous()  # read under the lock: never a stale copy
+        if manifest is not None:
+            run_dir._manifest = manifest
+            run_dir.register(*paths)
+    except (ConfigError, OutputError) as error:
+        log.warning("the rebuilt report's files were not added to the manifest: %s", error)
     finally:
         run_dir.release()
 

@@ -23,6 +23,8 @@ from recourse_sim.data.base import Dataset
 #: Mutability codes used inside the engine, per feature.
 MUTABLE_BOTH, MUTABLE_INCREASE, MUTABLE_DECREASE, IMMUTABLE = 0, 1, 2, 3
 _CODES = {"both": MUTABLE_BOTH, "increase": MUTABLE_INCREASE, "decrease": MUTABLE_DECREASE}
+#: How gradients pass the projection of one-hot and binary columns (see FeatureSpace.project).
+CATEGORICAL_GRADIENTS = ("straight_through", "none")
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,13 @@ class FeatureSpace:
     The search moves a state in z-score space of the continuous features (the transform is fitted
     once on the initial data and never refitted, as CounterfactualExplanations.jl's
     ``ZScoreTransform``); one-hot and binary columns are searched unscaled and projected back to
-    valid encodings on decoding.
+    valid encodings on decoding. ``center`` and ``scale`` are that transform's mean and sample
+    standard deviation: the search itself only needs ``scale`` (it moves offsets from the factual),
+    ``center`` is what CE.jl adds back when it decodes a *step* (Greedy's change counters).
     """
 
     scale: torch.Tensor  # (d,) float64; 1 for one-hot and binary columns
+    center: torch.Tensor  # (d,) float64; mean of each continuous column, 0 for the others
     mutability: torch.Tensor  # (d,) int64 codes
     lower: torch.Tensor  # (d,) float64, model space
     upper: torch.Tensor  # (d,)
@@ -46,13 +51,17 @@ class FeatureSpace:
     def from_data(cls, data: Dataset) -> FeatureSpace:
         """Fit the scaling on ``data`` (the initial population) and read its metadata."""
         scale = np.ones(data.n_features)
+        center = np.zeros(data.n_features)
         continuous = data.continuous_features
         if continuous.any() and data.n_samples > 1:
             std = data.X[:, continuous].std(axis=0, ddof=1)
             scale[continuous] = np.where(std > 0, std, 1.0)
+        if continuous.any() and data.n_samples > 0:
+            center[continuous] = data.X[:, continuous].mean(axis=0)
         codes = [IMMUTABLE if m == "none" else _CODES[m] for m in data.mutability]
         return cls(
             scale=torch.as_tensor(scale, dtype=torch.float64),
+            center=torch.as_tensor(center, dtype=torch.float64),
             mutability=torch.as_tensor(codes, dtype=torch.int64),
             lower=torch.as_tensor(data.lower, dtype=torch.float64),
             upper=torch.as_tensor(data.upper, dtype=torch.float64),
@@ -70,6 +79,7 @@ class FeatureSpace:
         return replace(
             self,
             scale=self.scale.to(device),
+            center=self.center.to(device),
             mutability=self.mutability.to(device),
             lower=self.lower.to(device),
             upper=self.upper.to(device),
@@ -89,11 +99,14 @@ class FeatureSpace:
         x = torch.where(mut == MUTABLE_INCREASE, torch.maximum(x, factuals), x)
         return torch.where(mut == MUTABLE_DECREASE, torch.minimum(x, factuals), x)
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Valid encodings: argmax one-hot per group, rounded binaries; straight-through gradient.
+    def project(self, x: torch.Tensor, gradient: str = "straight_through") -> torch.Tensor:
+        """Valid encodings: argmax one-hot per group (lowest index on ties), rounded binaries.
 
-        The forward value is the projected point; the backward pass treats the projection as the
-        identity, so categorical columns still receive gradient signal.
+        The forward value is always the projected point. ``gradient`` says what flows back to the
+        one-hot and binary columns: ``"straight_through"`` treats the projection as the identity,
+        so they still receive gradient signal; ``"none"`` gives them the projection's exact
+        derivative, zero (it is piecewise constant), so a gradient search never flips a category.
+        Continuous columns are untouched either way.
         """
         if not self.categorical_groups and not self.binary_features:
             return x
@@ -105,7 +118,17 @@ class FeatureSpace:
             projected[..., cols] = onehot
         for col in self.binary_features:
             projected[..., col] = x.detach()[..., col].clamp(0.0, 1.0).round()
+        if gradient == "none":
+            return torch.where(self.encoded_columns(x.device), projected, x)
         return x + (projected - x).detach()
+
+    def encoded_columns(self, device: str | torch.device | None = None) -> torch.Tensor:
+        """``(d,)`` mask of the one-hot and binary columns."""
+        mask = torch.zeros(self.n_features, dtype=torch.bool, device=device)
+        for group in self.categorical_groups:
+            mask[list(group)] = True
+        mask[list(self.binary_features)] = True
+        return mask
 
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         """Clamp to the per-feature bounds (model space)."""
@@ -147,7 +170,12 @@ class SearchResult:
     """The output of one batched search.
 
     Attributes:
-        counterfactuals: ``(S, B, K, d)`` float64, model space, valid encodings, within bounds.
+        counterfactuals: ``(S, B, K, d)`` float64, model space: the points the model was shown at
+            the end of the search. In feature space, and in latent space with
+            ``latent_decode="projected"``, they have valid encodings, lie within bounds and keep
+            the factual's immutable features; in latent space with ``latent_decode="raw"`` (the
+            reference's behaviour) they are the VAE decoder's output as is, which may break any
+            of these. An individual already in the target class keeps its exact features.
         probabilities: ``(S, B, K)`` probability of the target class at each counterfactual.
         converged: ``(S, B)`` whether the generator's convergence criterion held at the end.
         n_iterations: ``(S, B)`` search steps taken.

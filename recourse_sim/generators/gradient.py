@@ -19,7 +19,40 @@ systems and individuals of a round in one tensor of shape ``(S, B, K, d)``:
 
 Subclasses supply :meth:`GradientGenerator.penalty`; they may prepare per-search statistics in
 :meth:`GradientGenerator.setup` (returned, never stored on the generator, so one generator object
-can serve concurrent searches) and replace the descent step in :meth:`GradientGenerator.step`.
+can serve concurrent searches), see each step's dropout masks in
+:meth:`GradientGenerator.begin_step` and replace the descent step in :meth:`GradientGenerator.step`.
+
+Two switches decide how a state is decoded into the point the model sees:
+
+``categorical_gradient`` (``straight_through``, the default, or ``none``): one-hot groups and
+binary columns are projected to valid encodings on decoding (argmax, rounding); the forward value
+is the projected point either way. ``straight_through`` passes the gradient through the projection
+as if it were the identity; ``none`` gives those columns the projection's exact derivative, zero,
+so the search never changes a category through its gradient. The default follows the reference by
+reading its code (CounterfactualExplanations.jl v0.1.5): ``decode_state``
+(``src/counterfactuals/functions.jl`` l. 284-318) projects the groups in
+``reconstruct_cat_encoding`` (l. 346-361; ``src/data_preprocessing/functions.jl`` l. 142-170) by
+in-place assignment inside ``SliceMap.slicemap``; Zygote does not record in-place assignment, so
+the cotangent of the projected value reaches the state unchanged: a straight-through estimator,
+the same mechanism by which the reference's in-place inverse z-score of the continuous features
+(``functions.jl`` l. 306-310) passes its gradient. Caveat: whether the reference study's credit
+runs declared the one-hot columns categorical at all is uncertain. AlgorithmicRecourseDynamics.jl's
+``load_real_world`` (tag ``camera-ready``, ``src/data/functions.jl`` l. 26-44) builds
+``CounterfactualData(X, y)`` without ``features_categorical``, so with it they were neither
+projected nor treated specially; but v0.1.2, which the figures used, exports that name without
+defining it, and the paper repository's own ``load_real_world`` (``src/utils.jl`` l. 82-101)
+loads the ``credit_default.jls`` that ``sections/data_preprocessing/real_world_data.qmd``
+(l. 176-192) built *with* ``features_categorical``. To run without any projection, declare no
+categorical columns in the data; no switch here does it.
+
+``latent_decode`` (``raw``, the default, or ``projected``), for ``latent_space=True``: ``raw`` takes
+the VAE decoder's output as it is, as the reference does (``decode_state`` returns
+``map_from_latent`` at once in latent space, l. 294-297, with no categorical projection;
+``apply_mutability`` returns the step unchanged in latent space, l. 635-640; the domain clamp,
+l. 662-673 called at l. 745, acts on the search state, here the latent code, never on the decoded
+point; ``counterfactual`` is ``decode_state``, l. 447-448); ``projected`` restricts the decoded
+point to the mutability allowed relative to the factual, projects encodings and clamps to the
+bounds. Either way the counterfactuals returned are exactly what the model saw in the search.
 """
 
 from __future__ import annotations
@@ -30,13 +63,21 @@ import torch
 import torch.nn.functional as F
 
 from recourse_sim import checks
-from recourse_sim.generators.base import Generator, SearchProblem, SearchResult
+from recourse_sim.generators.base import (
+    CATEGORICAL_GRADIENTS,
+    Generator,
+    SearchProblem,
+    SearchResult,
+)
 from recourse_sim.generators.vae import VAESettings, VAEStore, vae_settings
 from recourse_sim.utils import counter_rng
 
 # Fixed stream keys of the counter-based draws made during a search.
 _INIT_STREAM = 0x1A17
 _DROPOUT_STREAM = 0xD20F
+
+#: How a latent code becomes the point the model sees (see the module docstring).
+LATENT_DECODES = ("raw", "projected")
 
 
 class GradientGenerator(Generator):
@@ -54,6 +95,11 @@ class GradientGenerator(Generator):
         latent_space: Search in the latent space of a VAE fitted on each system's population
             (REVISE's idea, available to every gradient generator).
         vae: Settings of those VAEs (see :class:`recourse_sim.generators.vae.VAESettings`).
+        categorical_gradient: ``"straight_through"`` (the reference's behaviour) or ``"none"``:
+            the gradient that one-hot and binary columns receive through their projection.
+        latent_decode: ``"raw"`` (the reference's behaviour) or ``"projected"``: whether a
+            latent-space search uses the decoder's output as is, or restricted to mutability,
+            projected to valid encodings and clamped to bounds.
     """
 
     def __init__(
@@ -66,6 +112,8 @@ class GradientGenerator(Generator):
         init_noise: float = 0.1,
         latent_space: bool = False,
         vae: Mapping | VAESettings | None = None,
+        categorical_gradient: str = "straight_through",
+        latent_decode: str = "raw",
     ):
         self.decision_threshold = checks.probability(
             "generator.decision_threshold",
@@ -85,6 +133,12 @@ class GradientGenerator(Generator):
         self.latent_space = checks.flag("generator.latent_space", latent_space)
         self.vae = vae_settings(vae)
         self._vaes = VAEStore(self.vae)
+        checks.check_choice(
+            "generator.categorical_gradient", categorical_gradient, CATEGORICAL_GRADIENTS
+        )
+        self.categorical_gradient = str(categorical_gradient)
+        checks.check_choice("generator.latent_decode", latent_decode, LATENT_DECODES)
+        self.latent_decode = str(latent_decode)
 
     @property
     def validity_threshold(self) -> float:
@@ -108,6 +162,14 @@ class GradientGenerator(Generator):
     def setup(self, problem: SearchProblem) -> object:
         """Per-search preparation (e.g. statistics of the population), passed to the hooks."""
         return None
+
+    def begin_step(self, state: object, masks: list[torch.Tensor] | None) -> None:
+        """Called before each evaluation of the objective with that step's dropout masks.
+
+        ``masks`` (``None`` without dropout in the search) are those of the model evaluation that
+        produces the ``logits`` passed to :meth:`penalty`; a penalty that evaluates the model
+        itself (e.g. per ensemble member) uses them to see the same network.
+        """
 
     def converged(
         self, counterfactuals: torch.Tensor, logits: torch.Tensor, state: object
@@ -161,6 +223,7 @@ class GradientGenerator(Generator):
             position = position.detach().requires_grad_(True)
             x_cf = space.decode(position)
             masks = self._dropout_masks(model, dropout_keys, iteration)
+            self.begin_step(state, masks)
             logits = target_logits(x_cf, masks)
             extra = self.converged(x_cf, logits, state)
             with torch.no_grad():
@@ -195,7 +258,10 @@ class GradientGenerator(Generator):
         """Where the search moves: z-score offsets of the features, or a VAE's latent space."""
         S, B, _, d = factuals.shape
         if self.latent_space:
-            return _LatentSpace(problem, factuals, K, self._vaes.for_systems(problem))
+            vae = self._vaes.for_systems(problem)
+            return _LatentSpace(
+                problem, factuals, K, vae, self.latent_decode, self.categorical_gradient
+            )
         # Offsets from the factual in z-score space; the initial perturbation follows
         # CounterfactualExplanations.jl's :add_perturbation initialisation.
         device = factuals.device
@@ -207,7 +273,9 @@ class GradientGenerator(Generator):
             torch.arange(K, device=device).view(1, 1, K, 1),
             torch.arange(d, device=device).view(1, 1, 1, d),
         )
-        return _FeatureOffsets(problem.space, factuals, self.init_noise * noise)
+        return _FeatureOffsets(
+            problem.space, factuals, self.init_noise * noise, self.categorical_gradient
+        )
 
     @property
     def keeps_state(self) -> bool:
@@ -254,13 +322,14 @@ class GradientGenerator(Generator):
 class _FeatureOffsets:
     """Search positions are offsets from the factual in z-score space."""
 
-    def __init__(self, space, factuals: torch.Tensor, noise: torch.Tensor):
+    def __init__(self, space, factuals: torch.Tensor, noise: torch.Tensor, gradient: str):
         self.space = space
         self.factuals = factuals
+        self.gradient = gradient
         self.initial = self._clamp(space.mask_step(noise))
 
     def decode(self, offset: torch.Tensor) -> torch.Tensor:
-        return self.space.project(self.factuals + offset * self.space.scale)
+        return self.space.project(self.factuals + offset * self.space.scale, self.gradient)
 
     def admissible(self, step: torch.Tensor) -> torch.Tensor:
         return self.space.mask_step(step)
@@ -282,20 +351,32 @@ class _FeatureOffsets:
 
 
 class _LatentSpace:
-    """Search positions are latent codes of the system's VAE; decoding enforces actionability.
+    """Search positions are latent codes of the system's VAE.
 
     The start is a reparameterised sample ``μ(x) + σ(x)·ε`` (CounterfactualExplanations.jl).
-    Unlike CE.jl, which ignores mutability in latent space, decoded counterfactuals keep immutable
-    features at the factual's values and respect increase- or decrease-only directions and bounds;
-    and the state is not re-encoded (stochastically) after every step.
+    With ``decode="raw"`` a code decodes to the decoder's output as is (CE.jl v0.1.5, which applies
+    neither mutability, nor encodings, nor bounds to it); with ``decode="projected"`` decoded
+    counterfactuals keep immutable features at the factual's values, respect increase- or
+    decrease-only directions, have valid encodings and lie within bounds. Unlike CE.jl, the state
+    is not re-encoded (stochastically) after every step.
     """
 
-    def __init__(self, problem: SearchProblem, factuals: torch.Tensor, K: int, vae):
+    def __init__(
+        self,
+        problem: SearchProblem,
+        factuals: torch.Tensor,
+        K: int,
+        vae,
+        decode: str = "raw",
+        gradient: str = "straight_through",
+    ):
         S, B, _, d = factuals.shape
         self.space = problem.space
         self.factuals = factuals
         self.vae = vae
         self.shape = (S, B, K, d)
+        self.projected = decode == "projected"
+        self.gradient = gradient
         with torch.no_grad():
             mu, log_sigma = vae.encode(factuals[:, :, 0])
         L = mu.shape[-1]
@@ -312,7 +393,10 @@ class _LatentSpace:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         S, B, K, d = self.shape
         raw = self.vae.decode(z.reshape(S, B * K, -1)).reshape(S, B, K, d).to(torch.float64)
-        return self.space.clamp(self.space.project(self.space.restrict(raw, self.factuals)))
+        if not self.projected:
+            return raw
+        restricted = self.space.restrict(raw, self.factuals)
+        return self.space.clamp(self.space.project(restricted, self.gradient))
 
     def admissible(self, step: torch.Tensor) -> torch.Tensor:
         return step

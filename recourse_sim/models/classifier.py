@@ -182,6 +182,13 @@ class StackedClassifier:
         logits = self.nets.logits(self._per_net(X.to(torch.float32)), masks)
         return logits.view(self.n_systems, self.n_members, -1).mean(dim=1)
 
+    def member_logits(
+        self, X: torch.Tensor, masks: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Each member's logit ``(n_systems, n_members, n)``; differentiable in ``X``."""
+        logits = self.nets.logits(self._per_net(X.to(torch.float32)), masks)
+        return logits.view(self.n_systems, self.n_members, -1)
+
     @property
     def device(self) -> torch.device:
         """Where the weights live (inputs are moved there)."""

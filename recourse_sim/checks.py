@@ -9,7 +9,7 @@ the key and what is allowed. The rules are the same everywhere:
 * text is text (a number where a name is expected is refused).
 
 Keys are written relative to the object's own config node (``learning_rate``) or in full
-(``generator.wachter.learning_rate``); the entry point completes relative keys with the node's
+(``generator.wachter_mad.learning_rate``); the entry point completes relative keys with the node's
 path, so the user always sees the key as typed.
 """
 

@@ -35,7 +35,7 @@ def build(node: DictConfig, key: str, **kwargs):
     """Instantiate one ``_target_`` node, turning construction errors into :class:`ConfigError`.
 
     Errors name the key in full, as the user typed it: a constructor's ``generator.max_iter``
-    becomes ``generator.wachter.max_iter`` when ``key`` is ``generator.wachter``. Every
+    becomes ``generator.wachter_mad.max_iter`` when ``key`` is ``generator.wachter_mad``. Every
     instantiation of the project goes through here, so a later ``_target_`` allow-list
     (hydra 1.4) is a one-line change.
     """
@@ -121,6 +121,35 @@ def _parameters(target) -> tuple[list[str], bool]:
         if not forwards:
             return accepted, False
     return accepted, True
+
+
+#: The generator label reserved for the no-recourse control (CONVENTIONS.md rule 9).
+CONTROL = "none"
+_CONTROL_TARGETS = (
+    "recourse_sim.generators.NoRecourseGenerator",
+    "recourse_sim.generators.none.NoRecourseGenerator",
+)
+#: Options that were renamed, with what to type instead (``configs/generator/wachter.yaml``).
+RENAMED_GENERATORS = {
+    "wachter": "`wachter` was renamed: use generator=wachter_mad (Wachter et al. 2018, "
+    "MAD-weighted L1 distance; what `wachter` ran before) or generator=generic (the reference "
+    "study's 'Wachter' cell: the generic generator, L2 distance)",
+}
+
+
+def _checked_label(node: DictConfig, name: str) -> DictConfig:
+    """``node``, unless it is a renamed option's stub or misuses the reserved label ``none``."""
+    if isinstance(node, DictConfig) and "_target_" not in node and "renamed_to" in node:
+        raise ConfigError("generator", name, RENAMED_GENERATORS.get(name, str(node.renamed_to)))
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if name == CONTROL and target not in (None, *_CONTROL_TARGETS):
+        raise ConfigError(
+            f"generator.{name}._target_",
+            target,
+            f"{_CONTROL_TARGETS[0]}: the label `none` is reserved for the no-recourse control; "
+            "give your generator another name",
+        )
+    return node
 
 
 def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
@@ -381,7 +410,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
         name: build(node, f"model.{name}") for name, node in named_nodes(cfg, "model").items()
     }
     generators = {
-        name: build(node, f"generator.{name}")
+        name: build(_checked_label(node, name), f"generator.{name}")
         for name, node in named_nodes(cfg, "generator").items()
     }
     metrics = {

@@ -207,13 +207,16 @@ CONFIG_VALUES = [
     (["generator.generic.latent_space=maybe"], "generator.generic.latent_space"),
     (["+generator.generic.step_size=2"], "generator.generic.step_size"),
     (
-        ["generator=wachter", "generator.wachter.learning_rate=-1"],
-        "generator.wachter.learning_rate",
+        ["generator=wachter_mad", "generator.wachter_mad.learning_rate=-1"],
+        "generator.wachter_mad.learning_rate",
     ),
-    (["generator=wachter", "generator.wachter.mad_floor=0"], "generator.wachter.mad_floor"),
     (
-        ["generator=[generic,wachter]", "generator.wachter.max_iter=1.5"],
-        "generator.wachter.max_iter",
+        ["generator=wachter_mad", "generator.wachter_mad.mad_floor=0"],
+        "generator.wachter_mad.mad_floor",
+    ),
+    (
+        ["generator=[generic,wachter_mad]", "generator.wachter_mad.max_iter=1.5"],
+        "generator.wachter_mad.max_iter",
     ),
     (["generator=greedy", "generator.greedy.max_iter=0"], "generator.greedy.max_iter"),
     (["generator=dice", "generator.dice.learning_rate=nan"], "generator.dice.learning_rate"),
@@ -437,8 +440,8 @@ def _cli(*overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
         (["generator=nope"], "generator"),  # hydra: unknown option
         (["seed=[1"], "seed"),  # hydra: override syntax
         (
-            ["generator=wachter", "generator.wachter.learning_rate=-1"],
-            "generator.wachter.learning_rate",
+            ["generator=wachter_mad", "generator.wachter_mad.learning_rate=-1"],
+            "generator.wachter_mad.learning_rate",
         ),
         (["data=csv"], "data.path"),
     ],

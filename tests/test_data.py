@@ -92,7 +92,7 @@ def bisector_side(data: Dataset, centers) -> np.ndarray:
 
 
 def test_linearly_separable_is_split_by_the_bisector_of_its_centres():
-    centers = ((0.55, -0.05), (-0.3, 0.85))
+    centers = ((0.523, -0.094), (-0.191, 0.815))  # the defaults: the reference data's class means
     data = make_linearly_separable(rng=rng())
     side = bisector_side(data, centers)
     assert np.all(side[data.y == 1] > 0) and np.all(side[data.y == 0] < 0)
@@ -102,11 +102,11 @@ def test_linearly_separable_is_split_by_the_bisector_of_its_centres():
 
 
 def test_overlapping_is_not_split_by_the_bisector_of_its_centres():
-    centers = ((0.3, -0.5), (2.0, 0.3))
+    centers = ((0.433, -0.314), (1.976, 0.162))  # the defaults
     data = make_overlapping(rng=rng())
     side = bisector_side(data, centers)
     wrong = np.sum(side[data.y == 1] < 0) + np.sum(side[data.y == 0] > 0)
-    assert 5 < wrong < 100  # about 3% of the points lie beyond the bisector
+    assert 20 < wrong < 100  # about 5% of the points lie beyond the bisector (Bayes error)
     np.testing.assert_allclose(data.X[data.y == 1].mean(0), centers[1], atol=0.08)
 
 

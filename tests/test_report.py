@@ -50,7 +50,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def fake_metrics(
     models=("logistic", "mlp"),
-    generators=("generic", "wachter"),
+    generators=("generic", "wachter_mad"),
     repetitions=3,
     rounds=(0, 5, 10),
     seed=0,
@@ -78,7 +78,7 @@ def fake_metrics(
     return pd.DataFrame(rows)
 
 
-def fake_recourse(models=("logistic",), generators=("generic", "wachter"), reps=2, rounds=4):
+def fake_recourse(models=("logistic",), generators=("generic", "wachter_mad"), reps=2, rounds=4):
     rng = np.random.default_rng(1)
     rows = []
     for rep in range(reps):
@@ -104,7 +104,7 @@ def fake_recourse(models=("logistic",), generators=("generic", "wachter"), reps=
     return pd.DataFrame(rows)
 
 
-def write_fake_run(directory: Path, models=("logistic",), generators=("generic", "wachter")):
+def write_fake_run(directory: Path, models=("logistic",), generators=("generic", "wachter_mad")):
     """A complete two-feature run directory without running the simulation."""
     directory.mkdir(parents=True, exist_ok=True)
     fake_metrics(models, generators, repetitions=2).to_csv(directory / "metrics.csv", index=False)
@@ -156,12 +156,12 @@ def write_fake_sweep(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(
         OmegaConf.create(
-            {"hydra": {"overrides": {"task": ["generator=generic,wachter", "seed=0,1"]}}}
+            {"hydra": {"overrides": {"task": ["generator=generic,wachter_mad", "seed=0,1"]}}}
         ),
         directory / "multirun.yaml",
     )
     job = 0
-    for generator in ("generic", "wachter"):
+    for generator in ("generic", "wachter_mad"):
         for seed in (0, 1):
             job_dir = directory / str(job)
             (job_dir / ".hydra").mkdir(parents=True)
@@ -261,14 +261,14 @@ def test_final_round_summary_matches_a_direct_aggregate():
 
 
 def test_final_round_is_taken_per_system():
-    metrics = fake_metrics(models=("logistic",), generators=("generic", "wachter"))
-    # wachter stopped after round 5 (e.g. a system with fewer evaluations)
-    metrics = metrics[~((metrics["generator"] == "wachter") & (metrics["round"] == 10))]
+    metrics = fake_metrics(models=("logistic",), generators=("generic", "wachter_mad"))
+    # wachter_mad stopped after round 5 (e.g. a system with fewer evaluations)
+    metrics = metrics[~((metrics["generator"] == "wachter_mad") & (metrics["round"] == 10))]
     table = final_round_summary(metrics).set_index(["metric", "generator"])
     assert table.loc[("mmd_domain", "generic"), "round"] == 10
-    assert table.loc[("mmd_domain", "wachter"), "round"] == 5
-    hand = metrics.query("metric == 'mmd_domain' and generator == 'wachter' and round == 5")
-    assert table.loc[("mmd_domain", "wachter"), "mean"] == pytest.approx(hand["value"].mean())
+    assert table.loc[("mmd_domain", "wachter_mad"), "round"] == 5
+    hand = metrics.query("metric == 'mmd_domain' and generator == 'wachter_mad' and round == 5")
+    assert table.loc[("mmd_domain", "wachter_mad"), "mean"] == pytest.approx(hand["value"].mean())
 
 
 def test_single_repetition_and_metrics_without_p_values():
@@ -307,17 +307,17 @@ def test_recourse_tables_skip_rounds_without_recourse():
 
 
 def test_overrides_and_swept_keys():
-    lines = ["generator=wachter", "+experiment=credit", "seed=1", "model=[logistic,mlp]", "~x"]
+    lines = ["generator=wachter_mad", "+experiment=credit", "seed=1", "model=[logistic,mlp]", "~x"]
     assert parse_overrides(lines) == {
-        "generator": "wachter",
+        "generator": "wachter_mad",
         "experiment": "credit",
         "seed": "1",
         "model": "[logistic,mlp]",
     }
     multirun = OmegaConf.create(
-        {"hydra": {"overrides": {"task": ["generator=generic,wachter", "data.n_samples=100"]}}}
+        {"hydra": {"overrides": {"task": ["generator=generic,wachter_mad", "data.n_samples=100"]}}}
     )
-    jobs = [{"generator": "generic", "seed": "0"}, {"generator": "wachter", "seed": "1"}]
+    jobs = [{"generator": "generic", "seed": "0"}, {"generator": "wachter_mad", "seed": "1"}]
     assert swept_keys(multirun, jobs) == ["generator", "seed"]
     assert swept_keys(None, [{"a": "1"}, {"a": "1"}]) == []
 
@@ -325,11 +325,11 @@ def test_overrides_and_swept_keys():
 def test_sweep_metrics_carry_the_swept_choices():
     jobs = [
         ("0", {"generator": "generic", "seed": "0"}, fake_metrics(("m",), ("generic",), 1)),
-        ("1", {"generator": "wachter", "seed": "1"}, fake_metrics(("m",), ("wachter",), 1)),
+        ("1", {"generator": "wachter_mad", "seed": "1"}, fake_metrics(("m",), ("wachter_mad",), 1)),
     ]
     frame = sweep_metrics(jobs, ["generator", "seed"])
     assert list(frame.columns[:3]) == ["job", "seed", "repetition"]
-    assert set(frame["generator"]) == {"generic", "wachter"}
+    assert set(frame["generator"]) == {"generic", "wachter_mad"}
     assert frame.groupby("job")["seed"].first().to_dict() == {"0": "0", "1": "1"}
 
 
@@ -346,11 +346,11 @@ def test_reading_is_derived_from_the_numbers():
     summary = pd.DataFrame(
         [
             ("mmd_domain", "domain", "mlp", "generic", 50, 5, 0.12, 0.01, 0.01),
-            ("mmd_domain", "domain", "mlp", "wachter", 50, 5, 0.03, 0.01, 0.4),
+            ("mmd_domain", "domain", "mlp", "wachter_mad", 50, 5, 0.03, 0.01, 0.4),
             ("mmd_model", "model", "mlp", "generic", 50, 5, 0.05, 0.01, 0.02),
-            ("mmd_model", "model", "mlp", "wachter", 50, 5, 0.02, 0.01, 0.3),
+            ("mmd_model", "model", "mlp", "wachter_mad", 50, 5, 0.02, 0.01, 0.3),
             ("f1_change", "model", "mlp", "generic", 50, 5, -0.041, 0.01, np.nan),
-            ("f1_change", "model", "mlp", "wachter", 50, 5, -0.01, 0.01, np.nan),
+            ("f1_change", "model", "mlp", "wachter_mad", 50, 5, -0.01, 0.01, np.nan),
         ],
         columns=["metric", "scope", "model", "generator", "round", "n", "mean", "sd", "p_value"],
     )
@@ -360,7 +360,9 @@ def test_reading_is_derived_from_the_numbers():
     assert "F1 fell by 4.1 points" in text
     assert "domain shift under 1 of 2 systems" in text
     # Swap the systems: the reading follows the numbers.
-    swapped = summary.assign(generator=summary["generator"].map({"generic": "x", "wachter": "y"}))
+    swapped = summary.assign(
+        generator=summary["generator"].map({"generic": "x", "wachter_mad": "y"})
+    )
     assert "Under x with mlp" in " ".join(largest_shifts(swapped))
     assert largest_shifts(summary.iloc[:0]) == []
 
@@ -503,14 +505,14 @@ def test_run_report_through_the_cli(tmp_path):
 
 def test_sweep_report_through_the_cli(tmp_path):
     run_module(
-        "recourse_sim", "-m", "generator=generic,wachter", *TINY, f"hydra.sweep.dir={tmp_path}"
+        "recourse_sim", "-m", "generator=generic,wachter_mad", *TINY, f"hydra.sweep.dir={tmp_path}"
     )
     run_module("recourse_sim.report", str(tmp_path))
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert "generator" in summary.columns and "job" in summary.columns
     assert summary.groupby("job")["generator"].unique().map(list).to_dict() == {
         0: ["generic"],
-        1: ["wachter"],
+        1: ["wachter_mad"],
     }
     jobs = [pd.read_csv(tmp_path / job / "metrics.csv") for job in ("0", "1")]
     assert len(summary) == sum(len(job) for job in jobs)
@@ -558,7 +560,7 @@ def p_zero_rows() -> list[tuple]:
         for rep in (0, 1)
         for gen, metric, value, p in (
             ("generic", "mmd_domain", 0.125, 0.0),  # no permutation reached the observed value
-            ("wachter", "mmd_domain", 0.0625, 0.5),
+            ("wachter_mad", "mmd_domain", 0.0625, 0.5),
             ("generic", "disagreement", 0.25, math.nan),
         )
     ]
@@ -607,10 +609,10 @@ def test_p_value_of_zero_without_a_known_p(tmp_path):
 
 def test_p_value_of_zero_and_missing_values_in_a_sweep_report(tmp_path):
     sweep = tmp_path / "sweep"
-    for job, gen in enumerate(("generic", "wachter")):
+    for job, gen in enumerate(("generic", "wachter_mad")):
         rows = [r for r in p_zero_rows() if r[1] == gen]
         missing = None
-        if gen == "wachter":
+        if gen == "wachter_mad":
             rows.append((0, gen, "f1_change", math.nan, math.nan))
             missing = [(0, 10, "mlp", gen, "f1_change", "the test set is empty")]
         write_small_run(sweep / str(job), rows, n_permutations=1000, missing=missing)
@@ -621,7 +623,7 @@ def test_p_value_of_zero_and_missing_values_in_a_sweep_report(tmp_path):
     assert "< 0.001" in markdown and "0.000" not in markdown
     assert not re.search(P_EQUALS_ZERO, markdown)
     assert "## Missing values" in markdown
-    assert "| 1 | f1_change | mlp | wachter | the test set is empty | 1 | 0 | 10 |" in markdown
+    assert "| 1 | f1_change | mlp | wachter_mad | the test set is empty | 1 | 0 | 10 |" in markdown
 
 
 def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
@@ -631,8 +633,8 @@ def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
         (0, "generic", "perturbation", math.nan, math.nan),
         (1, "generic", "perturbation", math.nan, math.nan),
         # mmd_model missing in repetition 1 only, computed in repetition 0
-        (0, "wachter", "mmd_model", 0.03, 0.2),
-        (1, "wachter", "mmd_model", math.nan, math.nan),
+        (0, "wachter_mad", "mmd_model", 0.03, 0.2),
+        (1, "wachter_mad", "mmd_model", math.nan, math.nan),
         # a file written before the fix: NaN value beside a p-value of 0
         (0, "generic", "mmd_model", math.nan, 0.0),
         (1, "generic", "mmd_model", math.nan, 0.0),
@@ -644,7 +646,7 @@ def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
             1,
             10,
             "mlp",
-            "wachter",
+            "wachter_mad",
             "mmd_model",
             "the current model probabilities hold 2 non-finite values (NaN or inf)",
         ),
@@ -655,8 +657,8 @@ def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
     # Missing values count nowhere: not in n, not in the mean, and their p-values are dropped.
     assert summary.loc[("perturbation", "generic"), "n"] == 0
     assert np.isnan(summary.loc[("perturbation", "generic"), "mean"])
-    assert summary.loc[("mmd_model", "wachter"), "n"] == 1
-    assert summary.loc[("mmd_model", "wachter"), "mean"] == 0.03
+    assert summary.loc[("mmd_model", "wachter_mad"), "n"] == 1
+    assert summary.loc[("mmd_model", "wachter_mad"), "mean"] == 0.03
     assert np.isnan(summary.loc[("mmd_model", "generic"), "p_value"])  # the stale p = 0 is gone
     # The table shows the missing cells as "–".
     assert "| perturbation | model | mlp | generic | 10 | 0 | – | – | – |" in markdown
@@ -671,7 +673,9 @@ def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
     )
     # The reading neither ranks nor counts the missing values, and names them.
     reading = markdown.split("## Largest shifts")[1].split("## Final-round summary")[0]
-    assert "model shift (MMD of predictions) was 0.03 (p = 0.2) under wachter with mlp" in reading
+    assert (
+        "model shift (MMD of predictions) was 0.03 (p = 0.2) under wachter_mad with mlp" in reading
+    )
     assert "model shift under 0 of 1 system" in reading  # generic's stale p = 0 is not counted
     assert "No value could be computed at the final round" in reading
     assert "parameter perturbation under generic with mlp" in reading
@@ -687,11 +691,11 @@ def test_reading_never_calls_a_missing_value_significant():
     summary = pd.DataFrame(
         [
             ("mmd_domain", "domain", "mlp", "generic", 10, 0, np.nan, np.nan, 0.0),
-            ("mmd_domain", "domain", "mlp", "wachter", 10, 2, 0.02, 0.01, 0.0),
+            ("mmd_domain", "domain", "mlp", "wachter_mad", 10, 2, 0.02, 0.01, 0.0),
         ],
         columns=["metric", "scope", "model", "generator", "round", "n", "mean", "sd", "p_value"],
     )
     text = " ".join(largest_shifts(summary, n_permutations=100))
     assert "domain shift under 1 of 1 system" in text
-    assert "Under wachter with mlp" in text and "(mean p < 0.01)" in text
+    assert "Under wachter_mad with mlp" in text and "(mean p < 0.01)" in text
     assert "domain shift (MMD) under generic with mlp (see Missing values)" in text

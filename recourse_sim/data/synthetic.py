@@ -24,7 +24,7 @@ _NAMES = ("x1", "x2")
 
 def make_linearly_separable(
     n_samples: int = 1000,
-    centers: Sequence[Sequence[float]] | None = ((0.55, -0.05), (-0.3, 0.85)),
+    centers: Sequence[Sequence[float]] | None = ((0.523, -0.094), (-0.191, 0.815)),
     cluster_std: float = 0.1,
     center_box: Sequence[float] = (-2.0, 2.0),
     *,
@@ -33,8 +33,12 @@ def make_linearly_separable(
     """Two tight Gaussian blobs that a straight line separates.
 
     The reference study drew both centres uniformly from ``center_box`` under its global seed;
-    the default ``centers`` are the centres of its published data figure (read off the plot,
-    so approximate). Pass ``centers=None`` to draw fresh centres from ``rng`` instead.
+    the default ``centers`` are the class means of the very points its experiments loaded,
+    recovered from the vector plot of that data in the paper repository
+    (pat-alt/endogenous-macrodynamics-in-algorithmic-recourse@a3bd055,
+    ``_freeze/sections/data_preprocessing/index/figure-html/cell-5-output-1.svg``: 500 points per
+    class, mapped to data coordinates through the plot's grid lines). Pass ``centers=None`` to
+    draw fresh centres from ``rng`` instead.
 
     Args:
         n_samples: Total number of points, an even integer >= 4 (half per class).
@@ -51,7 +55,7 @@ def make_linearly_separable(
 
 def make_overlapping(
     n_samples: int = 1000,
-    centers: Sequence[Sequence[float]] | None = ((0.3, -0.5), (2.0, 0.3)),
+    centers: Sequence[Sequence[float]] | None = ((0.433, -0.314), (1.976, 0.162)),
     cluster_std: float = 0.5,
     center_box: Sequence[float] = (-2.0, 2.0),
     *,
@@ -59,8 +63,8 @@ def make_overlapping(
 ) -> Dataset:
     """Two wide Gaussian blobs whose tails overlap, so no line separates them.
 
-    As for :func:`make_linearly_separable`, the default ``centers`` are read off the reference
-    study's data figure (its seed drew them uniformly from ``center_box``).
+    As for :func:`make_linearly_separable`, the default ``centers`` are the class means of the
+    reference study's own points (its seed drew the centres uniformly from ``center_box``).
 
     Args:
         n_samples: Total number of points, an even integer >= 4 (half per class).

@@ -10,6 +10,7 @@ from recourse_sim.generators.gradient import GradientGenerator
 from recourse_sim.generators.gravitational import GravitationalGenerator
 from recourse_sim.generators.greedy import GreedyGenerator
 from recourse_sim.generators.growing_spheres import GrowingSpheresGenerator
+from recourse_sim.generators.none import NoRecourseGenerator
 from recourse_sim.generators.probe import ProbeGenerator
 from recourse_sim.generators.revise import ReviseGenerator
 from recourse_sim.generators.wachter import WachterGenerator
@@ -26,6 +27,7 @@ __all__ = [
     "GravitationalGenerator",
     "GreedyGenerator",
     "GrowingSpheresGenerator",
+    "NoRecourseGenerator",
     "ProbeGenerator",
     "ReviseGenerator",
     "SearchProblem",

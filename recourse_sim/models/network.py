@@ -166,6 +166,15 @@ class StackedNetworks:
             tensors.extend([weight[net], bias[net]])
         return tensors
 
+    def put(self, nets: Sequence[int], part: StackedNetworks) -> None:
+        """Overwrite networks ``nets`` (in that order) with the networks of ``part``."""
+        index = torch.as_tensor(nets, dtype=torch.long, device=self.flat.device)
+        with torch.no_grad():
+            for dst, src in zip(
+                self.weights + self.biases, part.weights + part.biases, strict=True
+            ):
+                dst[index] = src
+
     def assign(self, start: int, part: StackedNetworks) -> None:
         """Overwrite networks ``start, start + 1, ...`` with the networks of ``part``."""
         with torch.no_grad():

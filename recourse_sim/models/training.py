@@ -15,6 +15,7 @@ autograd). :func:`train_stacks` shares several stacks, or slices of one, between
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import torch
@@ -94,12 +95,26 @@ def train_stacks(jobs: list[TrainingJob], pool: WorkerPool | None = None) -> Non
         if nets.architecture.dropout > 0:
             seeds = torch.randint(0, 2**62, (nets.n_nets,), generator=generator).tolist()
         # Worker processes compute on the CPU; with none, train in place without copies.
-        shared = pool is not None and pool.processes > 1 and nets.flat.device.type == "cpu"
-        parts = pool.shards(nets.n_nets) if shared and len(jobs) == 1 else [(0, nets.n_nets)]
+        on_cpu = nets.flat.device.type == "cpu"
+        shared = pool is not None and pool.processes > 1 and on_cpu
+        parts = [(0, nets.n_nets)]
+        if len(jobs) == 1 and on_cpu:
+            # A lone stack is cut into slices, one per process but never fewer than two, and
+            # without workers the slices train one after the other: float rounding of the
+            # vectorised kernels depends on a network's position in its slice, so the cut must
+            # not depend on whether one process or two do the work (CONVENTIONS.md rule 1).
+            processes = pool.processes if pool is not None else 1
+            parts = _slices(nets.n_nets, max(2, processes))
         steps = schedule.epochs * -(-X.shape[1] // schedule.batch_size)
         for start, stop in parts:
             if not shared:
-                _train(nets, X, y, schedule, seeds)
+                if (start, stop) == (0, nets.n_nets):
+                    _train(nets, X, y, schedule, seeds)
+                    continue
+                part = nets.take(range(start, stop))
+                part_seeds = None if seeds is None else seeds[start:stop]
+                _train(part, X[start:stop], y[start:stop], schedule, part_seeds)
+                nets.assign(start, part)
                 continue
             arguments = (
                 nets.architecture,
@@ -119,6 +134,13 @@ def train_stacks(jobs: list[TrainingJob], pool: WorkerPool | None = None) -> Non
     )
     for (nets, start, stop, *_), flat in zip(tasks, results, strict=True):
         nets.assign(start, StackedNetworks(nets.architecture, stop - start, torch.from_numpy(flat)))
+
+
+def _slices(n_items: int, n_parts: int) -> list[tuple[int, int]]:
+    """Contiguous, balanced ``(start, stop)`` slices of ``n_items`` (as many as possible)."""
+    parts = max(1, min(n_parts, n_items))
+    bounds = [round(i * n_items / parts) for i in range(parts + 1)]
+    return list(itertools.pairwise(bounds))
 
 
 def _step_cost(nets: StackedNetworks, n_nets: int) -> float:

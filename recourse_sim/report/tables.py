@@ -102,6 +102,56 @@ def final_round_summary(
     return _sort(summary, by)[columns]
 
 
+#: The label of the no-recourse control (``configs/generator/none.yaml``).
+CONTROL = "none"
+
+
+def control_comparison(
+    metrics: pd.DataFrame,
+    by: Sequence[str] = SYSTEM,
+    per: Sequence[str] = (),
+    paired_on: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Each generator's final-round shift beside the no-recourse control's: what recourse adds.
+
+    The control and the generators of a repetition share candidates and random draws (a paired
+    design), so the difference is taken per repetition (and per value of the other ``by``
+    columns, e.g. the model, and of ``paired_on``, e.g. a sweep's seed) and then averaged.
+
+    Returns:
+        One row per metric and non-control system: ``metric, scope, *by, n, mean, control,
+        difference, sd_difference``: the generator's mean, the control's mean over the same
+        pairs, the mean paired difference (generator − control) and its sample standard
+        deviation; ``n`` counts the pairs where both values exist. Empty when the frame holds no
+        control rows.
+    """
+    by = list(by)
+    columns = ["metric", "scope", *by, "n", "mean", "control", "difference", "sd_difference"]
+    if metrics.empty or CONTROL not in set(metrics["generator"]):
+        return pd.DataFrame(columns=columns)
+    last = final_rows(metrics, [*per, *by])
+    pair = ["metric", "scope", *[c for c in by if c != "generator"], *paired_on, "repetition"]
+    control = last[last["generator"] == CONTROL].groupby(pair, dropna=False)["value"].mean()
+    others = last[last["generator"] != CONTROL]
+    if others.empty:
+        return pd.DataFrame(columns=columns)
+    paired = others.join(control.rename("control_value"), on=pair)
+    paired["difference"] = paired["value"] - paired["control_value"]
+    both = paired[paired["value"].notna() & paired["control_value"].notna()]
+    table = (
+        both.groupby(["metric", "scope", *by], sort=False, dropna=False)
+        .agg(
+            n=("difference", "count"),
+            mean=("value", "mean"),
+            control=("control_value", "mean"),
+            difference=("difference", "mean"),
+            sd_difference=("difference", "std"),
+        )
+        .reset_index()
+    )
+    return _sort(table, by)[columns]
+
+
 MISSING_COLUMNS = ("metric", "model", "generator", "reason")
 
 

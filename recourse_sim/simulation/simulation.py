@@ -51,6 +51,20 @@ _PICK_STREAM = 0x91C4
 
 
 @dataclass(frozen=True)
+class _Stack:
+    """The systems whose classifiers share one stack: one model and some generators.
+
+    The no-recourse control's systems get a stack of their own (trained, searched and evaluated
+    apart), so adding the control leaves every computation of the other systems exactly as it
+    was: float rounding of batched kernels can depend on how many networks share a stack.
+    """
+
+    model: str
+    generators: tuple[str, ...]
+    control: bool
+
+
+@dataclass(frozen=True)
 class System:
     """One cell of the grid: a (model, generator) pair in one repetition."""
 
@@ -123,13 +137,20 @@ class RecourseSimulation:
         self.reference_X = np.vstack([train.X, test.X])
         self.reference_y = np.concatenate([train.y, test.y])
         R = config.n_repetitions
+        self.stacks: dict[str, _Stack] = {}
+        for name in self.models:
+            for control in (False, True):
+                names = tuple(g for g, gen in self.generators.items() if _moves(gen) != control)
+                if names:
+                    key = f"{name}/control" if control else name
+                    self.stacks[key] = _Stack(name, names, control)
         self.systems = {
-            name: [
-                System(name, gen, rep, slot=g * R + rep)
-                for g, gen in enumerate(self.generators)
+            key: [
+                System(stack.model, gen, rep, slot=g * R + rep)
+                for g, gen in enumerate(stack.generators)
                 for rep in range(R)
             ]
-            for name in self.models
+            for key, stack in self.stacks.items()
         }
         self.round = 0
         self.initial: dict[str, StackedClassifier] = {}
@@ -154,7 +175,8 @@ class RecourseSimulation:
             generator = self.streams.torch(f"pretrain:{name}")
             jobs.append(self.initial[name].training_job(X[None], y[None], spec.pretrain, generator))
         train_stacks(jobs, self.workers)
-        for name, model in self.initial.items():
+        for name, stack in self.stacks.items():
+            model = self.initial[stack.model]
             n = len(self.systems[name])
             self.classifiers[name] = model.replicate(n)
             self.populations[name] = X.unsqueeze(0).repeat(n, 1, 1)
@@ -208,9 +230,9 @@ class RecourseSimulation:
             round_number = self.round + 1
             chosen, pool_sizes = yield env.process(self._decision_phase(env, round_number))
             yield env.process(self._recourse_phase(env, round_number, chosen, pool_sizes))
-            # The reference skips the update of a round in which nobody is chosen.
+            # The reference skips a system's update in a round in which it chose nobody.
             if any(len(c) for c in chosen):
-                yield env.process(self._retraining_phase(env, round_number))
+                yield env.process(self._retraining_phase(env, round_number, chosen))
             if self.config.is_evaluation_round(round_number):
                 yield env.process(self._evaluation_phase(env, round_number))
             self.round = round_number
@@ -225,7 +247,11 @@ class RecourseSimulation:
         """Candidates (intersection over all systems of a repetition) and the chosen individuals."""
         R, N = self.config.n_repetitions, self.train.n_samples
         candidates = torch.ones(R, N, dtype=torch.bool, device=self.device)
-        for name, classifier in self.classifiers.items():
+        # The no-recourse control never narrows the pool (unless it is all there is), so adding
+        # it leaves every other system's candidates, and hence its rows, unchanged.
+        deciding = [k for k, stack in self.stacks.items() if not stack.control] or list(self.stacks)
+        for name in deciding:
+            classifier = self.classifiers[name]
             if self.config.candidates == "prediction":
                 # A probability of exactly 0.5 counts as negative (Julia's round-half-to-even).
                 positive = classifier.proba(self.populations[name]) > 0.5
@@ -256,11 +282,15 @@ class RecourseSimulation:
         ids = torch.as_tensor(padded, device=self.device)
         rows, searches = [], []
         for name, classifier in self.classifiers.items():
-            for g, generator in enumerate(self.generators.values()):
+            for g, label in enumerate(self.stacks[name].generators):
+                generator = self.generators[label]
                 slots = torch.arange(g * R, (g + 1) * R, device=self.device)
                 systems = self.systems[name][g * R : (g + 1) * R]
-                if width == 0:
-                    rows.extend(self._recourse_row(s, round_number, pool_sizes) for s in systems)
+                if width == 0 or not _moves(generator):
+                    # The control searches nothing and moves nobody: its chosen stay as they are.
+                    rows.extend(
+                        self._recourse_row(s, round_number, pool_sizes, chosen) for s in systems
+                    )
                     continue
                 population = self.populations[name][slots]
                 problem = SearchProblem(
@@ -308,6 +338,7 @@ class RecourseSimulation:
                         system,
                         round_number,
                         pool_sizes,
+                        chosen,
                         factual=factuals[rep, :n],
                         implemented=implemented[rep, :n],
                         probabilities=result.probabilities[rep, :n],
@@ -330,18 +361,36 @@ class RecourseSimulation:
             return [fn(*args) for fn, args in calls]
         return self.workers.run_all(calls, movable)
 
-    def _retraining_phase(self, env, round_number: int):
-        """Every classifier continues training on its system's current population."""
-        jobs = [
-            classifier.training_job(
-                self.populations[name],
-                self.labels[name],
-                self.models[name].retrain,
-                self.streams.torch(f"retrain:{name}", round_number),
+    def _retraining_phase(self, env, round_number: int, chosen: list[np.ndarray]):
+        """Every classifier continues training on its system's current population.
+
+        A system whose repetition chose nobody this round keeps its classifier unchanged, as the
+        reference skips that system's update. The stack still trains it in lockstep (each
+        network's update is independent of the others') and its weights are put back.
+        """
+        R = self.config.n_repetitions
+        idle = [rep for rep in range(R) if len(chosen[rep]) == 0]
+        jobs = {False: [], True: []}
+        kept = []
+        for name, classifier in self.classifiers.items():
+            stack = self.stacks[name]
+            m, G = classifier.n_members, len(stack.generators)
+            nets = [(g * R + rep) * m + j for g in range(G) for rep in idle for j in range(m)]
+            kept.append((classifier.nets, nets, classifier.nets.take(nets) if nets else None))
+            jobs[stack.control].append(
+                classifier.training_job(
+                    self.populations[name],
+                    self.labels[name],
+                    self.models[stack.model].retrain,
+                    self.streams.torch(f"retrain:{name}", round_number),
+                )
             )
-            for name, classifier in self.classifiers.items()
-        ]
-        train_stacks(jobs, self.workers)
+        # The control's stacks train apart: the others' jobs are shared out as without them.
+        for control_jobs in jobs.values():
+            train_stacks(control_jobs, self.workers)
+        for stack, nets, saved in kept:
+            if saved is not None:
+                stack.put(nets, saved)
         yield env.timeout(0)
 
     def _evaluation_phase(self, env, round_number: int):
@@ -349,7 +398,7 @@ class RecourseSimulation:
         n_permutations = self.config.n_permutations if round_number > 0 else 0
         calls = []
         for name, classifier in self.classifiers.items():
-            initial = self.initial[name]
+            initial = self.initial[self.stacks[name].model]
             initial_reference = initial.proba(self.reference_X)[0].cpu().numpy().astype(np.float64)
             current_reference = classifier.proba(self.reference_X).cpu().numpy().astype(np.float64)
             # The metrics work in numpy: one transfer per model, not one per system.
@@ -402,6 +451,7 @@ class RecourseSimulation:
         system: System,
         round_number: int,
         pool_sizes: list[int],
+        chosen: list[np.ndarray],
         factual=None,
         implemented=None,
         probabilities=None,
@@ -415,7 +465,8 @@ class RecourseSimulation:
             "model": system.model,
             "generator": system.generator,
             "n_candidates": pool_sizes[system.repetition],
-            "n_chosen": 0 if factual is None else len(factual),
+            # The control's chosen count too: they were offered nothing, so the rest stays empty.
+            "n_chosen": len(chosen[system.repetition]),
             "success_rate": np.nan,
             "converged": np.nan,
             "cost": np.nan,
@@ -462,7 +513,7 @@ class RecourseSimulation:
         names = list(self.train.feature_names)
         frames = []
         for name, classifier in self.classifiers.items():
-            initial = self.initial[name].proba(grid)[0].cpu().numpy()
+            initial = self.initial[self.stacks[name].model].proba(grid)[0].cpu().numpy()
             final = classifier.proba(grid).cpu().numpy()
             for system in self.systems[name]:
                 for stage, proba in (("initial", initial), ("final", final[system.slot])):
@@ -516,18 +567,21 @@ class RecourseSimulation:
 
     def _restore(self, state: dict) -> None:
         state = to_device(state, self.device)
-        if set(state["classifiers"]) != set(self.models):
+        if set(state["classifiers"]) != set(self.stacks):
             raise ConfigError(
                 "resume",
                 sorted(state["classifiers"]),
-                f"a checkpoint of models {list(self.models)}",
+                f"a checkpoint of the classifier stacks {list(self.stacks)}",
             )
         for name, spec in self.models.items():
-            n = len(self.systems[name])
             architecture = spec.architecture(self.train.n_features)
             self.initial[name] = StackedClassifier(
                 spec, StackedNetworks(architecture, spec.n_members, state["initial"][name]), 1
             )
+        for name, stack in self.stacks.items():
+            spec = self.models[stack.model]
+            architecture = spec.architecture(self.train.n_features)
+            n = len(self.systems[name])
             self.classifiers[name] = StackedClassifier(
                 spec,
                 StackedNetworks(architecture, n * spec.n_members, state["classifiers"][name]),
@@ -541,6 +595,11 @@ class RecourseSimulation:
         for name, generator in self.generators.items():
             generator.load_state_dict(state["generators"].get(name, {}))
         self.round = int(state["round"])
+
+
+def _moves(generator: Generator) -> bool:
+    """Whether the simulation implements this generator's counterfactuals (not the control)."""
+    return bool(getattr(generator, "moves_individuals", True))
 
 
 def _search(generator: Generator, problem: SearchProblem):

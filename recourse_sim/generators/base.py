@@ -194,6 +194,8 @@ class Generator(ABC):
     decision_threshold: float = 0.5
     #: Whether the generator aims for the target class (CLUE aims for certainty instead).
     targeted: bool = True
+    #: Whether the simulation implements its counterfactuals (False: the no-recourse control).
+    moves_individuals: bool = True
 
     @abstractmethod
     def search(self, problem: SearchProblem) -> SearchResult:

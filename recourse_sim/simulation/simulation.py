@@ -12,9 +12,14 @@ population and its own classifier. Every round, for every repetition:
    generator searches ``K`` counterfactuals per individual, one is picked at random, and the
    individual's features are overwritten with it (valid or not) and its label set to the
    pre-retraining model's prediction there;
-3. **retrain**: every classifier continues training on its system's current population;
+3. **retrain**: every classifier continues training on its system's current population (a
+   system whose repetition chose nobody this round is skipped, as in the reference);
 4. **evaluate** (round 0, every ``evaluate_every`` rounds and the last): shift metrics comparing
    each system's current state with its initial one.
+
+The no-recourse control (a generator with ``moves_individuals = False``, ``generator=none``)
+is retrained like every system but moves nobody; its systems never narrow the candidate pool and
+keep a classifier stack of their own, so adding them leaves every other system's rows unchanged.
 
 The schedule runs as SimPy processes on one clock (Matloff's process-interaction view of
 discrete-event simulation), so time-based dynamics (implementation delays, partial compliance,

@@ -15,14 +15,13 @@ autograd). :func:`train_stacks` shares several stacks, or slices of one, between
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, replace
 
 import torch
 
 from recourse_sim import checks
 from recourse_sim.models.network import StackedNetworks
-from recourse_sim.utils.workers import WorkerPool
+from recourse_sim.utils.workers import WorkerPool, balanced_slices
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def train_stacks(jobs: list[TrainingJob], pool: WorkerPool | None = None) -> Non
             # vectorised kernels depends on a network's position in its slice, so the cut must
             # not depend on whether one process or two do the work (CONVENTIONS.md rule 1).
             processes = pool.processes if pool is not None else 1
-            parts = _slices(nets.n_nets, max(2, processes))
+            parts = balanced_slices(nets.n_nets, max(2, processes))
         steps = schedule.epochs * -(-X.shape[1] // schedule.batch_size)
         for start, stop in parts:
             if not shared:
@@ -134,13 +133,6 @@ def train_stacks(jobs: list[TrainingJob], pool: WorkerPool | None = None) -> Non
     )
     for (nets, start, stop, *_), flat in zip(tasks, results, strict=True):
         nets.assign(start, StackedNetworks(nets.architecture, stop - start, torch.from_numpy(flat)))
-
-
-def _slices(n_items: int, n_parts: int) -> list[tuple[int, int]]:
-    """Contiguous, balanced ``(start, stop)`` slices of ``n_items`` (as many as possible)."""
-    parts = max(1, min(n_parts, n_items))
-    bounds = [round(i * n_items / parts) for i in range(parts + 1)]
-    return list(itertools.pairwise(bounds))
 
 
 def _step_cost(nets: StackedNetworks, n_nets: int) -> float:

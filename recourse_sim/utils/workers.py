@@ -99,9 +99,7 @@ class WorkerPool:
 
     def shards(self, n_items: int) -> list[tuple[int, int]]:
         """Contiguous ``(start, stop)`` slices of ``n_items``, one per process, balanced."""
-        parts = max(1, min(self.processes, n_items))
-        bounds = [round(i * n_items / parts) for i in range(parts + 1)]
-        return list(itertools.pairwise(bounds))
+        return balanced_slices(n_items, self.processes)
 
     def start(self) -> WorkerPool:
         """Start the workers now (they import torch meanwhile, overlapping other work)."""
@@ -194,3 +192,10 @@ class WorkerPool:
 
     def __getstate__(self):
         raise TypeError("a WorkerPool belongs to the process that started it")
+
+
+def balanced_slices(n_items: int, n_parts: int) -> list[tuple[int, int]]:
+    """Contiguous, balanced ``(start, stop)`` slices of ``n_items`` (at most ``n_parts``)."""
+    parts = max(1, min(n_parts, n_items))
+    bounds = [round(i * n_items / parts) for i in range(parts + 1)]
+    return list(itertools.pairwise(bounds))

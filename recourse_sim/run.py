@@ -496,6 +496,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             # Workers start now and import torch while the simulation pre-trains.
             with workers:
                 simulation.run(resume=bool(resume))
+        except KeyboardInterrupt:
+            directory.finish("interrupted")
+            raise
         except BaseException:
             directory.finish("failed")
             raise

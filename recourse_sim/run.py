@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -22,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from recourse_sim import checks
+from recourse_sim.data.arrivals import draw_fresh, hold_back, is_generative
 from recourse_sim.data.base import Dataset, train_test_split
+from recourse_sim.dynamics import ArrivalBatch, DynamicsConfig, arrival_counts, entry_rounds
 from recourse_sim.errors import ConfigError, OutputError
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
 from recourse_sim.simulation.rundir import RunDirectory
@@ -164,9 +167,16 @@ def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
     return {str(name): value for name, value in node.items()}
 
 
-def load_data(cfg: DictConfig, streams: RandomStreams) -> tuple[Dataset, Dataset]:
-    """Load the data set and split it (stratified) into training and test sets."""
-    node = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+def load_data(
+    cfg: DictConfig, streams: RandomStreams, pool_size: int = 0
+) -> tuple[Dataset, Dataset, Dataset | None]:
+    """Load the data set and split it (stratified) into training and test sets.
+
+    With ``pool_size`` rows wanted for arrivals, a data set that cannot draw fresh points (a
+    table) first holds back a random pool of that many rows, which never enters the initial
+    population or the test set; the pool is returned third (None otherwise).
+    """
+    node = _data_node(cfg)
     test_size = checks.real(
         "data.test_size",
         node.pop("test_size", 0.2),
@@ -178,7 +188,91 @@ def load_data(cfg: DictConfig, streams: RandomStreams) -> tuple[Dataset, Dataset
     data = build(node, "data", rng=streams.numpy("data"))
     if not isinstance(data, Dataset):
         raise ConfigError("data._target_", cfg.data._target_, "a loader returning a Dataset")
-    return train_test_split(data, test_size, streams.numpy("split"))
+    pool = None
+    if pool_size and not is_generative(node.get("_target_")):
+        data, pool = hold_back(data, pool_size, streams.numpy("arrivals:pool"))
+    train, test = train_test_split(data, test_size, streams.numpy("split"))
+    return train, test, pool
+
+
+def _data_node(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+
+
+def plan_arrivals(
+    cfg: DictConfig,
+    dynamics: DynamicsConfig,
+    simulation: SimulationConfig,
+    n_initial: int,
+    streams: RandomStreams,
+) -> tuple[list, int]:
+    """Each repetition's arrival rounds, and the most newcomers any repetition needs."""
+    counts = [
+        arrival_counts(
+            dynamics.arrivals,
+            n_initial,
+            simulation.n_rounds,
+            streams.numpy("arrivals:count", rep),
+        )
+        for rep in range(simulation.n_repetitions)
+    ]
+    rounds = [entry_rounds(c) for c in counts]
+    return rounds, max((len(r) for r in rounds), default=0)
+
+
+def draw_arrivals(
+    cfg: DictConfig, rounds: list, pool: Dataset | None, like: Dataset, streams: RandomStreams
+) -> list[ArrivalBatch]:
+    """Each repetition's newcomers: fresh draws of a generating process, or rows of the pool."""
+    batches = []
+    node = _data_node(cfg)
+    node.pop("test_size", None)
+    for rep, entry in enumerate(rounds):
+        rng = streams.numpy("arrivals", rep)
+        if pool is None:
+            target = get_object(node["_target_"])
+            kwargs = {k: v for k, v in node.items() if k != "_target_"}
+            drawn = draw_fresh(target, kwargs, len(entry), rng, like=like)
+        else:
+            drawn = pool.subset(np.sort(rng.permutation(pool.n_samples)[: len(entry)]))
+        groups = getattr(drawn, "groups", None)
+        batches.append(
+            ArrivalBatch(
+                X=np.asarray(drawn.X, dtype=np.float64),
+                y=np.asarray(drawn.y, dtype=np.int64),
+                rounds=np.asarray(entry, dtype=np.int64),
+                groups=np.full(len(entry), -1) if groups is None else np.asarray(groups),
+            )
+        )
+    return batches
+
+
+def _data_and_arrivals(
+    cfg: DictConfig,
+    dynamics: DynamicsConfig,
+    simulation: SimulationConfig,
+    streams: RandomStreams,
+) -> tuple[Dataset, Dataset, list[ArrivalBatch] | None]:
+    """Training and test sets, and the newcomers of each repetition (None: nobody arrives)."""
+    if dynamics.arrivals.per_round == 0:
+        train, test, _ = load_data(cfg, streams)
+        return train, test, None
+    if dynamics.arrivals.kind == "fixed":
+        needed = int(dynamics.arrivals.per_round) * simulation.n_rounds
+        train, test, pool = load_data(cfg, streams, pool_size=needed)
+        n_initial = dynamics.initial_agents or train.n_samples
+        rounds, _ = plan_arrivals(cfg, dynamics, simulation, n_initial, streams)
+    else:  # how many arrive depends on the initial population: count first, then hold back
+        probe, _, _ = load_data(cfg, streams)
+        n_initial = dynamics.initial_agents or probe.n_samples
+        rounds, needed = plan_arrivals(cfg, dynamics, simulation, n_initial, streams)
+        train, test, pool = load_data(cfg, streams, pool_size=needed)
+        if pool is not None:
+            # Holding rows back shrank the training split, so relative growth needs fewer
+            # newcomers than the pool holds: count again on the actual initial population.
+            n_initial = dynamics.initial_agents or train.n_samples
+            rounds, _ = plan_arrivals(cfg, dynamics, simulation, n_initial, streams)
+    return train, test, draw_arrivals(cfg, rounds, pool, train, streams)
 
 
 DEVICES = "'cpu', 'cuda', 'cuda:N' (N a GPU index) or 'auto' (cuda if available, else cpu)"
@@ -213,7 +307,7 @@ def resolve_device(value: object) -> torch.device:
 
 # --- config keys by kind (CONVENTIONS.md rule 5) ---------------------------------------------
 #: Keys that change results: resume checks, fingerprints and sweep identities use these only.
-RESULT_KEYS = ("seed", "data", "model", "generator", "simulation", "metrics")
+RESULT_KEYS = ("seed", "data", "model", "generator", "dynamics", "simulation", "metrics")
 #: Keys that may change float rounding but not the science.
 ROUNDING_KEYS = ("processes", "torch_threads", "device")
 #: Keys that change nothing in the CSVs.
@@ -404,6 +498,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
     overwrite = values.get("overwrite", False)
     streams = RandomStreams(values["seed"])
     simulation_config = SimulationConfig.from_mapping(values.get("simulation") or {})
+    dynamics = DynamicsConfig.from_mapping(values.get("dynamics"))
     processes = values.get("processes", 1)
     # Build everything first, so that any bad value stops the run before work starts.
     models = {
@@ -459,7 +554,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
                 "; only the files that run wrote are removed. Or resume it with resume=true, or "
                 "choose another hydra.run.dir (hydra.sweep.dir for a sweep)",
             )
-        train, test = load_data(cfg, streams)
+        train, test, arrivals = _data_and_arrivals(cfg, dynamics, simulation_config, streams)
         if not resume and earlier:
             logs = [str(f.relative_to(output_dir)) for f in _log_files(output_dir)]
             removed = directory.clear_earlier_results(keep=logs)
@@ -491,6 +586,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             progress=values.get("progress", True),
             workers=workers,
             device=device,
+            dynamics=dynamics,
+            arrivals=arrivals,
         )
         try:
             # Workers start now and import torch while the simulation pre-trains.

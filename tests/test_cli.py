@@ -233,12 +233,14 @@ def test_unusable_device_values_name_the_key(value):
         resolve_device(value)
 
 
+#: Generators for linear models only: they refuse the synthetic experiment's MLP (tested below).
+LINEAR_ONLY = {"n_feature"}
 #: Every generator option (the no-recourse control included), not the `wachter` stub that only
 #: names its two replacements (tests/test_control.py).
 GENERATORS = sorted(
     p.stem
     for p in (Path(__file__).parents[1] / "configs/generator").glob("*.yaml")
-    if p.stem != "wachter"
+    if p.stem != "wachter" and p.stem not in LINEAR_ONLY
 )
 
 
@@ -266,3 +268,28 @@ def test_every_generator_runs_through_the_cli_sweep(tmp_path):
         metrics = check_outputs(job, n_systems=2 * 2)
         seen |= set(metrics.generator)
     assert seen == set(GENERATORS)
+
+
+def test_linear_only_generator_runs_with_logistic_and_refuses_an_mlp(tmp_path):
+    # One sweep, two jobs: the logistic job runs; the MLP job stops with status 2 naming the
+    # generator, and the sweep reports it at the end.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recourse_sim",
+            "-m",
+            "generator=n_feature",
+            "model=logistic,mlp",
+            *TINY,
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "<generator.n_feature=" in result.stderr and "needs a linear model" in result.stderr
+    assert "Traceback" not in result.stderr
+    metrics = check_outputs(tmp_path / "0", n_systems=2)
+    assert set(metrics.model) == {"logistic"} and set(metrics.generator) == {"n_feature"}

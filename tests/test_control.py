@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import simpy
 import torch
 from conftest import SMOKE
 from test_simulation import make_simulation
@@ -92,15 +91,20 @@ def test_control_search_returns_factuals():
     assert not result.converged.any() and (result.n_iterations == 0).all()
 
 
+def _changed(sim, repetitions: list[int]) -> None:
+    """Mark the rows of these repetitions' systems as changed since the last retraining."""
+    for name, state in sim.state.items():
+        flags = [s.repetition in repetitions for s in sim.systems[name]]
+        state.changed_since_retraining = torch.tensor(flags)
+
+
 def test_repetition_that_chose_nobody_is_not_retrained():
     """The reference skips a system's update in a round where it chose nobody (item 3)."""
     sim = make_simulation()
     sim._pretrain()
     before = {name: clf.nets.flat.clone() for name, clf in sim.classifiers.items()}
-    env = simpy.Environment()
-    chosen = [np.array([], dtype=np.int64), np.array([3, 5])]  # repetition 0 chose nobody
-    env.process(sim._retraining_phase(env, 1, chosen))
-    env.run()
+    _changed(sim, [1])  # repetition 0 chose nobody: none of its rows changed
+    sim._retraining_phase(1)
     for name, clf in sim.classifiers.items():
         was = StackedNetworks(clf.nets.architecture, clf.nets.n_nets, before[name])
         for system in sim.systems[name]:  # one member per system for these models
@@ -115,10 +119,10 @@ def test_retraining_skip_leaves_active_repetitions_unchanged():
     skipped, full = make_simulation(), make_simulation()
     for sim in (skipped, full):
         sim._pretrain()
-    env = simpy.Environment()
-    env.process(skipped._retraining_phase(env, 1, [np.array([], dtype=np.int64), np.array([3])]))
-    env.process(full._retraining_phase(env, 1, [np.array([3]), np.array([3])]))
-    env.run()
+    _changed(skipped, [1])
+    _changed(full, [0, 1])
+    skipped._retraining_phase(1)
+    full._retraining_phase(1)
     for name in skipped.classifiers:
         for system in skipped.systems[name]:
             if system.repetition == 1:

@@ -37,11 +37,31 @@ CONFIGURATIONS = {
         "simulation.n_rounds=3",
         "simulation.n_repetitions=2",
     ],
+    # Written before the time-based dynamics (issue 11): the reference loop is a special case.
+    "grid3x3": [
+        "data=overlapping",
+        "model=[logistic,mlp,deep_ensemble]",
+        "generator=[generic,wachter_mad,dice]",
+        "simulation.n_rounds=3",
+        "simulation.n_repetitions=2",
+    ],
+    "credit5": ["+experiment=credit", "simulation.n_rounds=5"],
 }
+#: Configurations too slow for the default suite (run with -m slow), and those whose one-process
+#: run is slow (the default suite runs them with two processes only).
+SLOW = {"credit5"}
+SLOW_ONE_PROCESS = {"grid3x3"}
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-@pytest.mark.parametrize("name", sorted(CONFIGURATIONS))
+def _cases():
+    for name in sorted(CONFIGURATIONS):
+        for processes in (1, 2):
+            slow = name in SLOW or (processes == 1 and name in SLOW_ONE_PROCESS)
+            marks = [pytest.mark.slow] if slow else []
+            yield pytest.param(name, processes, marks=marks, id=f"{name}-{processes}")
+
+
+@pytest.mark.parametrize(("name", "processes"), list(_cases()))
 def test_default_outputs_are_byte_identical_to_the_fixtures(name, processes, tmp_path):
     run_dir = tmp_path / "run"
     args = [

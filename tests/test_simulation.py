@@ -73,14 +73,18 @@ class Spy(Recorder):
 def test_population_conserved_and_exact_number_moved():
     sim = make_simulation()
     chosen_per_round = []
-    original = sim._decision_phase
+    original = sim._selection
 
-    def spy(env, round_number):
-        result = yield env.process(original(env, round_number))
-        chosen_per_round.append(result)
-        return result
+    def spy(round_number):
+        chosen, pools = original(round_number)
+        # Shared selection: every system of a repetition advises the same people.
+        name = next(iter(chosen))
+        by_rep = {s.repetition: chosen[name][s.slot] for s in sim.systems[name]}
+        sizes = {s.repetition: pools[name][s.slot] for s in sim.systems[name]}
+        chosen_per_round.append(([by_rep[r] for r in range(2)], [sizes[r] for r in range(2)]))
+        return chosen, pools
 
-    sim._decision_phase = spy
+    sim._selection = spy
     sim.run()
     n = sim.train.n_samples
     for name in sim.models:
@@ -108,19 +112,17 @@ def test_candidates_are_the_intersection_and_moved_rows_take_the_models_label():
         name: (clf.proba(sim.populations[name]) <= 0.5) for name, clf in sim.classifiers.items()
     }
     models_before = {name: clf.clone() for name, clf in sim.classifiers.items()}
-    import simpy
-
-    env = simpy.Environment()
-    decision = env.process(sim._decision_phase(env, 1))
-    env.run()
-    chosen, _ = decision.value
+    sim._decision_phase(0)
+    selected, pools = sim._selection(1)
+    chosen = {s.repetition: selected["logistic"][s.slot] for s in sim.systems["logistic"]}
     for rep in range(2):
         for name, negative in predicted_negative.items():
             for system in sim.systems[name]:
                 if system.repetition == rep:
+                    assert np.array_equal(selected[name][system.slot], chosen[rep])
                     assert negative[system.slot, chosen[rep]].all()
-    env.process(sim._recourse_phase(env, 1, chosen, [0, 0]))
-    env.run()
+    sim._advise(1, selected, pools)
+    sim._implementation_phase(1)
     for name in sim.models:
         for system in sim.systems[name]:
             index = chosen[system.repetition]
@@ -179,10 +181,10 @@ def test_outputs_written_as_the_run_goes_and_resume_matches(tmp_path, latent):
     sim = make_simulation(Recorder(partial), n_rounds=4, generators=generators())
     original = sim._evaluation_phase
 
-    def crash(env, round_number):
+    def crash(round_number):
         if round_number == 3:  # round 3's recourse rows are on disk, its metrics are not
             raise KeyboardInterrupt("simulated crash")
-        yield from original(env, round_number)
+        original(round_number)
 
     sim._evaluation_phase = crash
     with pytest.raises(KeyboardInterrupt):

@@ -35,6 +35,14 @@ class Dataset:
             counterfactual engine projects each group back to a valid one-hot vector.
         binary_features: Columns holding a single 0/1 indicator (rounded on decoding).
         source: Provenance and attribution of the data.
+        groups: Optional group of every row for fairness comparisons: int64 codes, one per row,
+            indexing ``group_levels``; ``None`` when the data set has no groups.
+        group_levels: Readable name of each group (``"SEX=1"``, ``"AGE<=34"``).
+        group_column: The raw column the groups come from.
+        group_edges: For a numeric column cut into quantile bins, the upper end of every bin
+            but the last, in the raw column's units (bin ``i`` holds ``edges[i-1] < v <=
+            edges[i]``), so that new rows can be coded alike; empty when the column's levels
+            are the groups.
     """
 
     X: np.ndarray
@@ -47,6 +55,10 @@ class Dataset:
     categorical_groups: tuple[tuple[int, ...], ...] = ()
     binary_features: tuple[int, ...] = ()
     source: str = ""
+    groups: np.ndarray | None = None
+    group_levels: tuple[str, ...] = ()
+    group_column: str = ""
+    group_edges: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         X = np.asarray(self.X, dtype=np.float64)
@@ -89,6 +101,42 @@ class Dataset:
         groups = tuple(tuple(int(i) for i in g) for g in self.categorical_groups)
         object.__setattr__(self, "categorical_groups", groups)
         object.__setattr__(self, "binary_features", tuple(int(i) for i in self.binary_features))
+        self._set_groups(n)
+
+    def _set_groups(self, n: int) -> None:
+        """Validate the group fields and store them in canonical form."""
+        levels = tuple(str(level) for level in self.group_levels)
+        edges = tuple(float(e) for e in self.group_edges)
+        column = str(self.group_column)
+        if self.groups is None:
+            if levels or edges or column:
+                raise ConfigError(
+                    "data.groups", None, "group codes whenever group levels or a column are given"
+                )
+            return
+        codes = np.asarray(self.groups)
+        if codes.size == 0:
+            codes = codes.astype(np.int64)
+        if codes.shape != (n,) or codes.dtype.kind not in "iu":
+            raise ConfigError(
+                "data.groups", codes.shape, f"one integer group code per row, shape ({n},)"
+            )
+        if not levels or len(set(levels)) < len(levels):
+            raise ConfigError("data.group_levels", levels, "one distinct name per group")
+        if codes.size and (codes.min() < 0 or codes.max() >= len(levels)):
+            raise ConfigError(
+                "data.groups",
+                (int(codes.min()), int(codes.max())),
+                f"codes from 0 to {len(levels) - 1}, one per group level",
+            )
+        if edges and len(edges) != len(levels) - 1:
+            raise ConfigError("data.group_edges", edges, f"{len(levels) - 1} cut points")
+        codes = codes.astype(np.int64)
+        codes.setflags(write=False)
+        object.__setattr__(self, "groups", codes)
+        object.__setattr__(self, "group_levels", levels)
+        object.__setattr__(self, "group_column", column)
+        object.__setattr__(self, "group_edges", edges)
 
     @property
     def n_samples(self) -> int:
@@ -110,9 +158,12 @@ class Dataset:
         return mask
 
     def subset(self, index: Sequence[int] | np.ndarray) -> Dataset:
-        """The rows ``index`` as a new data set with the same metadata."""
+        """The rows ``index`` as a new data set with the same metadata (and their groups)."""
         index = np.asarray(index)
-        return replace(self, X=self.X[index], y=self.y[index])
+        if index.size == 0:
+            index = index.astype(np.intp)  # an empty list arrives as float64
+        groups = None if self.groups is None else self.groups[index]
+        return replace(self, X=self.X[index], y=self.y[index], groups=groups)
 
     def with_mutability(
         self,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recourse_sim.data.base import Dataset
+from recourse_sim.data.groups import DEFAULT_BINS
 from recourse_sim.data.tabular import prepare_table
 
 FILES = Path(__file__).parent / "files"
@@ -54,6 +55,8 @@ def load_credit(
     immutable: Sequence[str] = (),
     increase_only: Sequence[str] = (),
     decrease_only: Sequence[str] = (),
+    group: str | None = None,
+    group_bins: int = DEFAULT_BINS,
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -69,6 +72,10 @@ def load_credit(
             ``["SEX", "AGE", "EDUCATION", "MARRIAGE"]``. The reference constrained none.
         increase_only: Features that may only increase.
         decrease_only: Features that may only decrease.
+        group: A raw column (before one-hot encoding and standardisation), e.g.
+            ``SEX`` or ``AGE``, whose levels or quantile bins are the groups of fairness
+            comparisons; ``None``: no groups.
+        group_bins: Number of quantile bins of a numeric ``group`` column (>= 2).
         rng: Source of all randomness.
 
     Returns:
@@ -87,6 +94,8 @@ def load_credit(
         decrease_only=decrease_only,
         balance=True,
         n_samples=n_samples,
+        group=group,
+        group_bins=group_bins,
         name="credit",
         source=CREDIT_SOURCE,
     )
@@ -98,6 +107,8 @@ def load_german(
     immutable: Sequence[str] = (),
     increase_only: Sequence[str] = (),
     decrease_only: Sequence[str] = (),
+    group: str | None = None,
+    group_bins: int = DEFAULT_BINS,
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -111,6 +122,10 @@ def load_german(
             ``["age_in_years", "personal_status_and_sex", "foreign_worker"]``.
         increase_only: Features that may only increase.
         decrease_only: Features that may only decrease.
+        group: A raw column (before one-hot encoding and standardisation), e.g.
+            ``personal_status_and_sex`` or ``age_in_years``, whose levels or quantile bins
+            are the groups of fairness comparisons; ``None``: no groups.
+        group_bins: Number of quantile bins of a numeric ``group`` column (>= 2).
         rng: Source of all randomness.
 
     Returns:
@@ -126,6 +141,8 @@ def load_german(
         decrease_only=decrease_only,
         balance=balance,
         n_samples=n_samples,
+        group=group,
+        group_bins=group_bins,
         name="german",
         source=GERMAN_SOURCE,
     )

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recourse_sim.data.base import Dataset
+from recourse_sim.data.groups import DEFAULT_BINS
 from recourse_sim.data.tabular import prepare_table, read_table
 from recourse_sim.errors import ConfigError
 
@@ -84,6 +85,8 @@ def load_gmsc(
     increase_only: Sequence[str] = (),
     decrease_only: Sequence[str] = (),
     bounds: str = "observed",
+    group: str | None = None,
+    group_bins: int = DEFAULT_BINS,
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -102,6 +105,10 @@ def load_gmsc(
         decrease_only: Features that may only decrease.
         bounds: ``"observed"``: each feature bounded at its observed ``[min, max]`` in the
             loaded data (model space); ``"none"``: unbounded.
+        group: A raw column (before one-hot encoding and standardisation), e.g.
+            ``age``, whose levels or quantile bins are the groups of fairness
+            comparisons; ``None``: no groups.
+        group_bins: Number of quantile bins of a numeric ``group`` column (>= 2).
         rng: Source of all randomness.
 
     Returns:
@@ -125,6 +132,8 @@ def load_gmsc(
         decrease_only=decrease_only,
         balance=True,
         n_samples=n_samples,
+        group=group,
+        group_bins=group_bins,
         dropna=True,
         bounds=bounds,
         name="gmsc",
@@ -140,6 +149,8 @@ def load_california(
     increase_only: Sequence[str] = (),
     decrease_only: Sequence[str] = (),
     bounds: str = "observed",
+    group: str | None = None,
+    group_bins: int = DEFAULT_BINS,
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -156,6 +167,10 @@ def load_california(
         decrease_only: Features that may only decrease.
         bounds: ``"observed"``: each feature bounded at its observed ``[min, max]`` in the
             loaded data (model space); ``"none"``: unbounded.
+        group: A raw column (before one-hot encoding and standardisation), e.g.
+            ``HouseAge``, whose levels or quantile bins are the groups of fairness
+            comparisons; ``None``: no groups.
+        group_bins: Number of quantile bins of a numeric ``group`` column (>= 2).
         rng: Source of all randomness.
 
     Returns:
@@ -190,6 +205,8 @@ def load_california(
         decrease_only=decrease_only,
         balance=True,
         n_samples=n_samples,
+        group=group,
+        group_bins=group_bins,
         bounds=bounds,
         name="california",
         source=CALIFORNIA_SOURCE,

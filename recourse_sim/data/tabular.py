@@ -17,7 +17,6 @@ data (model space), ``[0, 1]`` for one-hot columns, as DiCE's permitted range.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from numbers import Number
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,14 @@ import pandas as pd
 from recourse_sim import checks
 from recourse_sim.data._checks import check_rng, check_sample_count
 from recourse_sim.data.base import Dataset
+from recourse_sim.data.groups import (
+    DEFAULT_BINS,
+    check_bins,
+    check_group,
+    group_codes,
+    level_name,
+    level_sort_key,
+)
 from recourse_sim.errors import ConfigError
 
 #: Values of ``data.bounds``: observed [min, max] per feature in model space, or unbounded.
@@ -54,6 +61,8 @@ def prepare_table(
     name: str = "data",
     source: str = "",
     columns_key: str = "data.features",
+    group: str | None = None,
+    group_bins: int = DEFAULT_BINS,
 ) -> Dataset:
     """Validate, encode, balance, standardise and subsample a table.
 
@@ -84,6 +93,13 @@ def prepare_table(
         columns_key: The config key named when a column's values are unusable (missing,
             non-finite, too large): ``data.features`` where the user chooses the columns,
             ``data.path`` where the loader fixes them.
+        group: A column of the raw table (a feature or not, but not the target) whose levels or
+            quantile bins are the groups of fairness comparisons (see
+            :mod:`recourse_sim.data.groups`); ``None``: no groups. The groups are computed on the
+            whole table (after dropping incomplete rows, before balancing), so their levels do
+            not depend on the seed, and draw no random numbers. A feature used as the group
+            stays a feature.
+        group_bins: Number of quantile bins of a numeric ``group`` column (>= 2).
 
     Returns:
         The data set in model space; a categorical column ``C`` with levels ``a, b`` becomes the
@@ -93,7 +109,8 @@ def prepare_table(
         ConfigError: On an unknown column, a target that is not binary or lacks
             ``positive_label``, missing or non-finite values (or values that overflow when
             standardised), text in a non-categorical feature, an ``n_samples`` larger than the
-            data allows, or a ``bounds`` other than :data:`BOUNDS`.
+            data allows, a ``bounds`` other than :data:`BOUNDS`, or a ``group`` that is not a
+            usable column of the table.
     """
     rng = check_rng(rng)
     checks.check_choice("data.bounds", bounds, BOUNDS)
@@ -107,13 +124,22 @@ def prepare_table(
     if target not in columns:
         raise ConfigError("data.target", target, f"a column of the table: {listing}")
     features = _feature_list(features, columns, target)
-    table = frame[[*features, target]]
+    group = _group_column(group, columns, target)
+    bins = check_bins(group_bins)
+    extra = [group] if group is not None and group not in features else []
+    table = frame[[*features, target, *extra]]
 
     missing = {c: int(n) for c, n in table.isna().sum().items() if n}
     if missing and dropna:
         table = table.dropna()
     elif missing:
-        key = "data.target" if list(missing) == [target] else columns_key
+        key = (
+            "data.target"
+            if list(missing) == [target]
+            else "data.group"
+            if list(missing) == extra
+            else columns_key
+        )
         raise ConfigError(
             key,
             missing,
@@ -124,13 +150,17 @@ def prepare_table(
         raise ConfigError("data", name, "a table with at least one complete row")
 
     y = _labels(table[target], target, positive_label)
+    # The groups follow their rows through balancing and subsampling below.
+    codes, group_levels, group_edges = (
+        (None, (), ()) if group is None else group_codes(table[group], group, bins)
+    )
     counts = np.bincount(y, minlength=2)
     n_keep = _sample_size(n_samples, counts, balance)
 
     X, names, groups = _encode(table, features, categorical, levels)
     continuous = np.ones(X.shape[1], dtype=bool)
-    for group in groups:
-        continuous[list(group)] = False
+    for onehot in groups:
+        continuous[list(onehot)] = False
     # Checked on the whole table, so that whether a file is usable never depends on the seed.
     _require_usable(X, names, continuous, standardize, columns_key)
 
@@ -141,6 +171,7 @@ def prepare_table(
         )
         keep = rng.permutation(keep)
         X, y = X[keep], y[keep]
+        codes = None if codes is None else codes[keep]
     if standardize:
         X[:, continuous], finite = _zscore(X[:, continuous])
         overflow = np.zeros(X.shape[1], dtype=bool)
@@ -153,6 +184,7 @@ def prepare_table(
         else:
             keep = rng.choice(len(y), size=n_keep, replace=False)
         X, y = X[keep], y[keep]
+        codes = None if codes is None else codes[keep]
 
     lower = upper = None
     if bounds == "observed":
@@ -167,6 +199,10 @@ def prepare_table(
         upper=upper,
         categorical_groups=groups,
         source=source,
+        groups=codes,
+        group_levels=group_levels,
+        group_column="" if group is None else group,
+        group_edges=group_edges,
     )
     return data.with_mutability(
         checks.names("data.immutable", immutable) or (),
@@ -189,6 +225,8 @@ def load_csv(
     n_samples: int | None = None,
     name: str | None = None,
     bounds: str = "observed",
+    group: str | None = None,
+    group_bins: int = DEFAULT_BINS,
     *,
     rng: np.random.Generator,
 ) -> Dataset:
@@ -210,6 +248,9 @@ def load_csv(
         name: Name of the data set; by default the file name without extensions.
         bounds: ``"observed"``: each feature bounded at its observed ``[min, max]`` in the
             loaded data (model space; one-hot columns ``[0, 1]``); ``"none"``: unbounded.
+        group: A column of the file (before one-hot encoding and standardisation) whose levels
+            or quantile bins are the groups of fairness comparisons; ``None``: no groups.
+        group_bins: Number of quantile bins of a numeric ``group`` column (>= 2).
         rng: Source of all randomness.
 
     Returns:
@@ -234,6 +275,8 @@ def load_csv(
         balance=balance,
         n_samples=n_samples,
         bounds=bounds,
+        group=group,
+        group_bins=group_bins,
         name=Path(str(path)).name.split(".")[0] if name is None else checks.text("data.name", name),
         source=f"user file {Path(str(path)).expanduser().resolve()}",
     )
@@ -289,6 +332,16 @@ def _feature_list(features: object, columns: list[str], target: str) -> list[str
     if not names:
         raise ConfigError("data.features", names, "at least one feature column")
     return names
+
+
+def _group_column(group: object, columns: list[str], target: str) -> str | None:
+    """The checked ``data.group``: a raw column other than the target, or None."""
+    if group is not None and group == target:
+        raise ConfigError(
+            "data.group", group, "a column other than the target (the outcome is not a group)"
+        )
+    others = [c for c in columns if c != target]
+    return check_group(group, others, "a column of the raw table (before one-hot encoding)")
 
 
 def _labels(column: pd.Series, target: str, positive_label: object) -> np.ndarray:
@@ -374,13 +427,13 @@ def _encode(
             names.append(column)
             continue
         observed = list(pd.unique(values))
-        order = list(levels.get(column, sorted(observed, key=_level_sort_key)))
+        order = list(levels.get(column, sorted(observed, key=level_sort_key)))
         extra = [v for v in observed if v not in order]
         if extra:
             raise ConfigError(f"data.categorical[{column}]", extra, f"one of the levels {order}")
         start = len(names)
         blocks.append(np.column_stack([(values == level).to_numpy() for level in order]))
-        names.extend(f"{column}_{_level_name(level)}" for level in order)
+        names.extend(f"{column}_{level_name(level)}" for level in order)
         groups.append(tuple(range(start, len(names))))
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -398,18 +451,6 @@ def _is_text(column: pd.Series) -> bool:
         or isinstance(dtype, pd.CategoricalDtype)
         or not pd.api.types.is_numeric_dtype(dtype)
     )
-
-
-def _level_sort_key(value: object) -> tuple[int, object]:
-    if isinstance(value, Number) and not isinstance(value, bool | np.bool_):
-        return (0, float(value))  # type: ignore[arg-type]
-    return (1, str(value))
-
-
-def _level_name(value: object) -> str:
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _draw(members: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,6 +10,7 @@ from recourse_sim.generators.gradient import GradientGenerator
 from recourse_sim.generators.gravitational import GravitationalGenerator
 from recourse_sim.generators.greedy import GreedyGenerator
 from recourse_sim.generators.growing_spheres import GrowingSpheresGenerator
+from recourse_sim.generators.n_feature import NFeatureGenerator
 from recourse_sim.generators.none import NoRecourseGenerator
 from recourse_sim.generators.probe import ProbeGenerator
 from recourse_sim.generators.revise import ReviseGenerator
@@ -27,6 +28,7 @@ __all__ = [
     "GravitationalGenerator",
     "GreedyGenerator",
     "GrowingSpheresGenerator",
+    "NFeatureGenerator",
     "NoRecourseGenerator",
     "ProbeGenerator",
     "ReviseGenerator",

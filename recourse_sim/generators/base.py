@@ -151,6 +151,16 @@ class SearchProblem:
         n_counterfactuals: ``K``, counterfactuals searched jointly per individual.
         round_key: Keys the random draws of this search (e.g. the round number).
         target: The favourable class.
+        population_mask: Which rows of ``population_X``/``population_y`` are agents currently in
+            the population, ``(S, N)`` bool, or ``None`` (the default): every row is. A
+            simulation over time keeps agents that left, or have not arrived yet, as rows; a
+            generator that looks at the population ignores the masked-out rows, exactly as if
+            they were not there. With ``None`` every row counts, computed as before the mask
+            existed.
+        threshold: Each system's current decision threshold, ``(S,)`` float64, a probability of
+            the target class (with a top-k decision policy it moves from one search to the
+            next), or ``None`` (the default): the generator's own threshold applies. Only
+            generators that aim at a threshold in closed form read it (``n_feature``).
     """
 
     factuals: torch.Tensor
@@ -163,6 +173,22 @@ class SearchProblem:
     n_counterfactuals: int = 5
     round_key: int = 0
     target: int = 1
+    population_mask: torch.Tensor | None = None
+    threshold: torch.Tensor | None = None
+
+
+def population_rows(problem: SearchProblem, system: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """System ``system``'s population features ``(N', d)`` and labels ``(N',)``, in row order.
+
+    Without a ``population_mask`` these are all ``N`` rows; with one, only the rows it marks as
+    present.
+    """
+    X, y = problem.population_X[system], problem.population_y[system]
+    mask = problem.population_mask
+    if mask is None:
+        return X, y
+    keep = mask[system].to(device=X.device, dtype=torch.bool)
+    return X[keep], y[keep]
 
 
 @dataclass
@@ -196,6 +222,19 @@ class Generator(ABC):
     targeted: bool = True
     #: Whether the simulation implements its counterfactuals (False: the no-recourse control).
     moves_individuals: bool = True
+    #: Whether the counterfactuals are a function of the factuals, the model and the population
+    #: alone: no keyed random draws, so the round and system keys do not change them.
+    deterministic: bool = False
+
+    def check_model(self, model: object) -> None:  # noqa: B027
+        """Raise :class:`~recourse_sim.errors.ConfigError` if this generator cannot use ``model``.
+
+        ``model`` is a classifier specification (``configs/model``) or a trained
+        :class:`~recourse_sim.models.classifier.StackedClassifier`. Nothing is refused by
+        default; a generator restricted to some kinds of model (``n_feature``: linear ones)
+        refuses the others here, so a caller can check every (model, generator) pair before any
+        work starts; its :meth:`search` refuses them as well.
+        """
 
     @abstractmethod
     def search(self, problem: SearchProblem) -> SearchResult:

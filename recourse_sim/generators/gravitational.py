@@ -7,6 +7,7 @@ The collective cost is the distance of the counterfactuals to a point of the tar
 decision boundary. As in the reference code (CounterfactualExplanations.jl v0.1.5), ``x̄*`` is the
 mean of ``n_neighbours`` rows drawn with replacement from the system's current positives, once per
 individual; ``n_neighbours=None`` uses the mean of all current positives (the paper's wording).
+With a ``population_mask`` only the positives present in the population count.
 The search continues past validity (``decision_threshold=None``) so the pull can act.
 """
 
@@ -43,6 +44,8 @@ class GravitationalGenerator(GenericGenerator):
         """The centroid ``x̄*`` of each individual, ``(S, B, 1, d)``."""
         X = problem.population_X.to(torch.float64)
         positive = problem.population_y == problem.target
+        if problem.population_mask is not None:  # agents not in the population do not pull
+            positive = positive & problem.population_mask.to(positive.device, torch.bool)
         S, B = problem.individual_ids.shape
         centroids = torch.empty(S, B, 1, X.shape[-1], dtype=torch.float64, device=X.device)
         for s in range(S):

@@ -23,6 +23,8 @@ class NoRecourseGenerator(Generator):
 
     #: The simulation implements no counterfactual for this generator (see the module docstring).
     moves_individuals = False
+    #: Its "counterfactuals" are the factuals: no random draws.
+    deterministic = True
 
     def search(self, problem: SearchProblem) -> SearchResult:
         """The factuals, unchanged, after 0 steps (for direct use; the loop never calls this)."""

@@ -4,7 +4,8 @@ Latent-space generators (REVISE, CLUE, and any gradient generator with ``latent_
 search in the latent space of a VAE (Kingma & Welling, ICLR 2014) fitted on the system's current
 population. As in the reference study (reference-semantics §1.5, CounterfactualExplanations.jl
 v0.1.5 defaults), the VAE of a system is trained for ``epochs`` the first time that system
-searches, on its whole current population (both classes), and then continues for
+searches, on its whole current population (both classes; with a ``population_mask``, the
+present rows only), and then continues for
 ``retrain_epochs`` on the updated population before each later search (the reference retrains it
 after every round, which is the same point in the schedule). Architecture and loss: encoder
 ``Dense(d, hidden, relu)`` with linear heads for ``μ`` and ``log σ``; decoder
@@ -25,6 +26,7 @@ import torch
 
 from recourse_sim import checks
 from recourse_sim.errors import ConfigError
+from recourse_sim.generators.base import population_rows
 from recourse_sim.models.network import Architecture, StackedNetworks
 from recourse_sim.models.training import adam_step
 from recourse_sim.utils import counter_rng
@@ -151,10 +153,46 @@ class VAEStore:
             raise RuntimeError(f"systems searched together have VAEs of different ages: {ages}")
         (age,) = ages
         if age < 0:
-            self._train(vae, X, keys, self.settings.epochs, problem.round_key)
+            epochs = self.settings.epochs
         elif age < problem.round_key:
-            self._train(vae, X, keys, self.settings.retrain_epochs, problem.round_key)
-        return vae
+            epochs = self.settings.retrain_epochs
+        else:
+            return vae
+        if problem.population_mask is None:
+            self._train(vae, X, keys, epochs, problem.round_key)
+            return vae
+        self._train_present_rows(problem, keys, epochs, enc_arch, dec_arch)
+        return StackedVAE(
+            StackedNetworks.from_parameters(enc_arch, [self._systems[k].encoder for k in keys]),
+            StackedNetworks.from_parameters(dec_arch, [self._systems[k].decoder for k in keys]),
+            self.settings.latent_dim,
+        )
+
+    def _train_present_rows(self, problem, keys, epochs: int, enc_arch, dec_arch) -> None:
+        """Train each system on its present rows only, as if the others were not there.
+
+        The present rows are packed to the front in their order, so the shuffles and noise
+        draws (keyed by position) are those of a population holding only them. Systems with as
+        many present rows train together in one stack; each system's training is independent
+        of the others' either way.
+        """
+        rows = [population_rows(problem, s)[0].to(torch.float32) for s in range(len(keys))]
+        groups: dict[int, list[int]] = {}
+        for s, X in enumerate(rows):
+            groups.setdefault(X.shape[0], []).append(s)
+        for members in groups.values():
+            group_keys = [keys[s] for s in members]
+            vae = StackedVAE(
+                StackedNetworks.from_parameters(
+                    enc_arch, [self._systems[k].encoder for k in group_keys]
+                ),
+                StackedNetworks.from_parameters(
+                    dec_arch, [self._systems[k].decoder for k in group_keys]
+                ),
+                self.settings.latent_dim,
+            )
+            X = torch.stack([rows[s] for s in members])
+            self._train(vae, X, group_keys, epochs, problem.round_key)
 
     def _train(self, vae: StackedVAE, X: torch.Tensor, keys, epochs: int, round_key: int) -> None:
         """Train the stacked VAEs in lockstep and store each system's result."""

@@ -6,7 +6,7 @@ scaled by its median absolute deviation (MAD), which makes it robust to outliers
 changes. As in CounterfactualExplanations.jl's ``WachterGenerator`` the weight λ is fixed (the
 paper's outer loop that raises λ until the prediction flips is not run), the loss is binary
 cross-entropy and the distance is averaged over the ``K`` counterfactuals. MADs are computed on
-each system's current population.
+each system's current population (with a ``population_mask``, its present rows only).
 
 **Columns whose MAD is zero.** The reference (CounterfactualExplanations.jl v0.1.5,
 ``distance_mad``) weights feature ``j`` by ``w_j = 1/(MAD_j + d·1e-5)``; here ``w_j =
@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from recourse_sim import checks
+from recourse_sim.generators.base import population_rows
 from recourse_sim.generators.gradient import GradientGenerator
 
 #: Rules for a continuous column whose MAD is zero (see the module docstring).
@@ -56,8 +57,25 @@ class WachterGenerator(GradientGenerator):
         self.zero_mad = str(zero_mad)
 
     def setup(self, problem) -> torch.Tensor:
-        """Inverse median absolute deviation of every feature in each system's population."""
-        X = problem.population_X.to(torch.float64)  # (S, N, d)
+        """Inverse median absolute deviation of every feature in each system's population.
+
+        With a ``population_mask`` each system's MADs are those of its present rows alone (a
+        system with none gets unit weights: the plain L1 distance).
+        """
+        mask = getattr(problem, "population_mask", None)
+        if mask is None:
+            return self._inverse_mad(problem.population_X.to(torch.float64), problem)
+        weights = []
+        for s in range(problem.population_X.shape[0]):
+            X, _ = population_rows(problem, s)
+            if X.shape[0] == 0:
+                weights.append(torch.ones(X.shape[-1], dtype=torch.float64, device=X.device))
+                continue
+            weights.append(self._inverse_mad(X.to(torch.float64).unsqueeze(0), problem)[0])
+        return torch.stack(weights)
+
+    def _inverse_mad(self, X: torch.Tensor, problem) -> torch.Tensor:
+        """``1/MAD`` ``(S, d)`` of the rows ``X`` ``(S, N, d)`` under the ``zero_mad`` rule."""
         median = X.median(dim=1, keepdim=True).values
         deviation = (X - median).abs()
         mad = deviation.median(dim=1).values  # (S, d)

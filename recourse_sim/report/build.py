@@ -3,18 +3,26 @@
 A run report goes into the run directory, next to the files it is computed from; a sweep report
 (``shift_report.html``, ``shift_report.md``, ``summary.csv``) into the sweep directory. The exact
 numbers behind the tables are written as CSV files too (``summary_table.csv``,
-``recourse_table.csv``), so they can be checked or reused without parsing HTML.
+``recourse_table.csv``; with time-based dynamics also ``dynamics_table.csv``,
+``dynamics_per_round.csv`` and, with groups, ``dynamics_groups_table.csv`` and
+``dynamics_group_comparison.csv``), so they can be checked or reused without parsing HTML.
+
+Rows of ``metrics.csv`` with scope ``dynamics`` feed the section "Recourse over time" only; every
+shift table, figure and sentence is computed from the other rows, so a run without dynamics gets
+exactly the report it always got.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
 from recourse_sim.report.document import (
     Block,
@@ -28,6 +36,15 @@ from recourse_sim.report.document import (
     Table,
     p_value_bound,
 )
+from recourse_sim.report.dynamics import (
+    COMPARISONS,
+    FLOW_METRICS,
+    DynamicsTables,
+    dynamics_tables,
+    rolling_window,
+    split_metric,
+    split_scope,
+)
 from recourse_sim.report.files import (
     MISSING_FILE,
     ReportError,
@@ -35,16 +52,18 @@ from recourse_sim.report.files import (
     is_run_dir,
     is_sweep_dir,
     job_dirs,
+    load_agents,
     load_metrics,
     load_missing,
     load_run,
+    read_config,
     read_multirun,
     read_n_permutations,
     read_overrides,
 )
 from recourse_sim.report.html import write_html
 from recourse_sim.report.markdown import write_markdown
-from recourse_sim.report.reading import largest_shifts
+from recourse_sim.report.reading import dynamics_reading, label_systems, largest_shifts
 from recourse_sim.report.tables import (
     SYSTEM,
     add_system_label,
@@ -69,6 +88,10 @@ SWEEP_HTML, SWEEP_MARKDOWN = "shift_report.html", "shift_report.md"
 SUMMARY_TABLE = "summary_table.csv"
 RECOURSE_TABLE = "recourse_table.csv"
 SWEEP_SUMMARY = "summary.csv"
+DYNAMICS_TABLE = "dynamics_table.csv"
+DYNAMICS_PER_ROUND = "dynamics_per_round.csv"
+DYNAMICS_GROUPS = "dynamics_groups_table.csv"
+DYNAMICS_COMPARISON = "dynamics_group_comparison.csv"
 #: Per-round tables longer than this are folded away in the HTML report.
 FOLD_ROWS = 40
 
@@ -143,10 +166,334 @@ def _missing_blocks(missing: pd.DataFrame | None, per: list[str] | None = None) 
     ]
 
 
+# --- time-based dynamics ---------------------------------------------------------------------
+
+#: Per-round metrics shown in the report's per-round table (all of them are in the CSV).
+PER_ROUND_SHOWN = (
+    "n_active",
+    "n_arrivals",
+    "n_favourable",
+    "n_exits",
+    "n_advice",
+    "threshold",
+    "reliability",
+    "n_failures",
+    "time_to_recourse",
+    "effort_to_recourse",
+)
+PER_ROUND_HEADERS = {
+    "n_active": "active",
+    "n_arrivals": "arrivals",
+    "n_favourable": "favourable",
+    "n_exits": "exits",
+    "n_advice": "advice",
+    "n_failures": "failures",
+    "time_to_recourse": "time to recourse",
+    "effort_to_recourse": "effort",
+}
+GROUP_HEADERS = {
+    "time_to_recourse": "time to recourse (rounds)",
+    "effort_to_recourse": "effort (distance)",
+    "effort_to_recourse_score": "score gain",
+    "n_active": "active per round",
+    "n_favourable": "favourable per round",
+    "ever_favourable": "ever favourable (share)",
+}
+COMPARISON_HEADERS = {"n": "rounds with a value", "mean": "mean over rounds", "sd": "sd"}
+
+
+def _dynamics_headers(run: str) -> dict[str, str]:
+    """Column names of the per-system table; ``run``: a repetition, or a run of a sweep."""
+    return {
+        "runs": f"{run}s",
+        "rounds": "last round",
+        "rounds_without_reliability": "rounds without reliability",
+        "time_to_recourse": "time to recourse (rounds)",
+        "effort_to_recourse": "effort (distance)",
+        "effort_to_recourse_score": "score gain",
+        "failures": f"failures per {run}",
+        "agents": f"agents per {run}",
+        "ever_favourable": "ever favourable (share)",
+        "initial_threshold": "threshold at round 0",
+        "final_threshold": "threshold at last round",
+    }
+
+
+def split_missing(
+    missing: pd.DataFrame | None, dynamics: pd.DataFrame
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """``missing_values.csv`` split into shift metrics and dynamics metrics (by metric name)."""
+    if missing is None or dynamics.empty or "metric" not in missing.columns:
+        return missing, None
+    mask = missing["metric"].isin(set(dynamics["metric"]))
+    return missing[~mask].reset_index(drop=True), missing[mask].reset_index(drop=True)
+
+
+def write_dynamics_tables(tables: DynamicsTables, directory: Path) -> list[Path]:
+    """Write the numbers of the time-based view as CSV files; returns the files written."""
+    written = []
+    for name, frame, always in (
+        (DYNAMICS_TABLE, tables.summary, True),
+        (DYNAMICS_PER_ROUND, tables.per_round, True),
+        (DYNAMICS_GROUPS, tables.groups, False),
+        (DYNAMICS_COMPARISON, tables.comparison, False),
+    ):
+        if always or not frame.empty:
+            frame.to_csv(directory / name, index=False)
+            written.append(directory / name)
+    return written
+
+
+def _dynamics_settings(config: DictConfig | None) -> pd.DataFrame | None:
+    """The run's ``dynamics`` settings and ``data.group``, one per line (None if none)."""
+    if config is None:
+        return None
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}", value)
+        else:
+            rows.append((prefix, str(node)))
+
+    try:
+        node = OmegaConf.select(config, "dynamics", default=None)
+        if isinstance(node, DictConfig):
+            walk("dynamics", OmegaConf.to_container(node, resolve=False))
+        group = OmegaConf.select(config, "data.group", default=None)
+    except Exception:  # an unresolvable interpolation: show what could be read
+        group = None
+    if group is not None:
+        rows.append(("data.group", str(group)))
+    return pd.DataFrame(rows, columns=["setting", "value"]) if rows else None
+
+
+def _per_round_table(per_round: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """The main per-round means, one row per round and system."""
+    shown = per_round[per_round["metric"].isin(PER_ROUND_SHOWN)]
+    if shown.empty:
+        return pd.DataFrame(columns=["round", *by])
+    table = shown.pivot_table(
+        index=["round", *by], columns="metric", values="mean", sort=False, dropna=False
+    )
+    table = table.reindex(columns=[m for m in PER_ROUND_SHOWN if m in table.columns])
+    table = table.reset_index()
+    table.columns.name = None
+    return table.sort_values("round", kind="stable").reset_index(drop=True)
+
+
+def _dynamics_blocks(
+    tables: DynamicsTables,
+    dynamics: pd.DataFrame,
+    missing: pd.DataFrame | None,
+    directory: Path,
+    figures: bool,
+    by: Sequence[str],
+    per: Sequence[str] = (),
+    run: str = "repetition",
+    settings: pd.DataFrame | None = None,
+    group_column: str | None = None,
+) -> list[Block]:
+    """The section "Recourse over time" (only for runs with time-based dynamics).
+
+    Args:
+        tables: The tables of the view (:func:`recourse_sim.report.dynamics.dynamics_tables`).
+        dynamics: The rows of ``metrics.csv`` with scope ``dynamics``.
+        missing: The rows of ``missing_values.csv`` about dynamics metrics, or None.
+        directory: Where figures go (its ``figures/``).
+        figures: Draw the figures.
+        by: The system columns.
+        per: The columns that separate independent runs besides ``repetition`` (``job``).
+        run: What one independent run is called (``repetition``; ``run`` in a sweep).
+        settings: The dynamics settings to show, or None.
+        group_column: The data's group column (``data.group``), when known.
+    """
+    from recourse_sim.report import figures as plots
+
+    by = list(by)
+    runs = f"{run}s"
+    blocks: list[Block] = [
+        Heading("Recourse over time"),
+        Paragraph(
+            "Agents arrive, compete for a limited number of favourable decisions, act on advice "
+            "over several rounds and leave. The numbers below come from the rows of metrics.csv "
+            "with scope dynamics (one per round and system)"
+            + (
+                " and from agents.csv (one row per agent and system)."
+                if tables.has_agents
+                else "; there is no agents.csv, so the shares of agents are not shown."
+            )
+            + " A value that could not be computed (reliability in a round where nobody "
+            "qualified, time to recourse in a round where nobody reached it) is left out of every "
+            "mean and drawn as a gap, never counted as 0."
+        ),
+    ]
+    if settings is not None:
+        blocks.append(Table(settings, "Settings of the dynamics"))
+    reading = dynamics_reading(tables, by, runs)
+    if reading:
+        blocks.append(Bullets(tuple(reading)))
+    shown = tables.summary.copy()
+    shown["rounds_without_reliability"] = [
+        f"{without} of {counted}"
+        for without, counted in zip(
+            shown["rounds_without_reliability"], shown["rounds_counted"], strict=True
+        )
+    ]
+    shown = shown.drop(columns="rounds_counted")
+    agents_note = (
+        f" Agents (from agents.csv): agents per {run} and the share of them favourable at some "
+        f"decision."
+        if tables.has_agents
+        else ""
+    )
+    blocks += [
+        Paragraph(
+            "Reliability: of the agents who acted on advice and crossed the previous decision's "
+            "threshold, the share favourable at the next decision. Time to recourse: rounds from "
+            "entry to the first favourable decision, for agents rejected at least once; effort: "
+            "the distance they moved (standardised feature units); score gain: their score when "
+            "favourable minus their score at entry. Each is the mean over every round and "
+            f"{run} with a value, so every round weighs the same however many agents it "
+            "counted. Rounds without reliability: the rounds after round 0 in which nobody "
+            f"qualified, of all such rounds (all {runs} together). Failures: agents who crossed "
+            f"the threshold but were not favourable, summed over the rounds of a {run}, mean "
+            f"over {runs}. Thresholds: the decision threshold (a probability; with a top-k "
+            f"policy the lowest favourable score) at round 0 and at the last round, mean over "
+            f"{runs}." + agents_note
+        ),
+        Table(shown, "Per system, over the whole run", headers=_dynamics_headers(run)),
+    ]
+    recorded = set(tables.per_round["metric"])
+    if figures:
+        labelled = tables.per_round.assign(system=label_systems(tables.per_round, by))
+        span = int(tables.per_round["round"].max()) - int(tables.per_round["round"].min())
+        window = rolling_window(span)
+        if recorded & {"reliability", "time_to_recourse", "threshold"}:
+            blocks.append(
+                _figure(
+                    lambda: plots.recourse_over_time(labelled, directory, window),
+                    f"Reliability, time to recourse and the decision threshold per round. Thin "
+                    f"lines with dots: the mean over {runs} in each round (band: ±1 sd); thick "
+                    f"lines: their centred rolling mean over {window} rounds, easier to read "
+                    f"than single rounds that count few agents. A gap is a round without a "
+                    f"value (for reliability: nobody qualified), not a zero. One colour per "
+                    f"system.",
+                )
+            )
+        if recorded & set(FLOW_METRICS):
+            blocks.append(
+                _figure(
+                    lambda: plots.population_over_time(labelled, directory),
+                    f"Agents per round: active at the decision, arrivals, favourable decisions "
+                    f"and exits (mean over {runs}, band: ±1 sd); one colour per system.",
+                )
+            )
+    per_round = _per_round_table(tables.per_round, by)
+    blocks.append(
+        Table(
+            per_round,
+            f"Per round (means over {runs}; every metric with n and sd in {DYNAMICS_PER_ROUND})",
+            headers=PER_ROUND_HEADERS,
+            collapsed=len(per_round) > FOLD_ROWS,
+        )
+    )
+    blocks += _group_blocks(tables, dynamics, directory, figures, by, run, group_column)
+    if missing is not None and not missing.empty:
+        table = missing_summary(missing, list(per))
+        blocks += [
+            Paragraph(
+                f"{len(missing)} dynamics value{'s are' if len(missing) != 1 else ' is'} listed "
+                f"in {MISSING_FILE} with a reason (gaps above, left out of every mean):"
+            ),
+            Table(table, headers=MISSING_HEADERS, group="metric", collapsed=len(table) > FOLD_ROWS),
+        ]
+    return blocks
+
+
+def _group_blocks(
+    tables: DynamicsTables,
+    dynamics: pd.DataFrame,
+    directory: Path,
+    figures: bool,
+    by: list[str],
+    run: str,
+    group_column: str | None,
+) -> list[Block]:
+    """The subsection "Recourse by group" (only when the run wrote ``<metric>@<level>`` rows)."""
+    from recourse_sim.report import figures as plots
+
+    if tables.groups.empty and tables.comparison.empty:
+        return []
+    runs = f"{run}s"
+    levels = ", ".join(tables.levels)
+    column = f" of column {group_column} (data.group)" if group_column else ""
+    blocks: list[Block] = [
+        Heading("Recourse by group", level=3),
+        Paragraph(
+            f"Groups{column}: {levels}. Per system and group: each metric's mean over every "
+            f"round and {run} with a value; active agents and favourable decisions per round"
+            + (
+                f"; agents per {run} and the share ever favourable (from agents.csv)."
+                if tables.has_agents
+                else "."
+            )
+        ),
+    ]
+    if not tables.groups.empty:
+        headers = {**GROUP_HEADERS, "agents": f"agents per {run}"}
+        blocks.append(Table(tables.groups, headers=headers, group="generator"))
+    if not tables.comparison.empty:
+        comparison = tables.comparison.copy()
+        comparison["comparison"] = comparison["comparison"].map(COMPARISONS)
+        if len(tables.levels) == 2:
+            first, second = tables.levels
+            difference, ratio = f"{second} minus {first}", f"{second} over {first}"
+        else:
+            difference = "largest minus smallest group mean"
+            ratio = "largest over smallest group mean"
+        blocks.append(
+            Table(
+                comparison,
+                f"The group comparisons the run computed every round (time to recourse: "
+                f"{difference}; effort: {ratio}), averaged over the rounds and {runs} with a "
+                f"value",
+                headers=COMPARISON_HEADERS,
+            )
+        )
+    if figures:
+        parts = [split_metric(name) for name in dynamics["metric"]]
+        rows = dynamics.assign(base=[p[0] for p in parts], group=[p[1] for p in parts])
+        rows = rows[rows["group"].notna()]
+        if not rows.empty:
+            rows = rows.assign(system=label_systems(rows, by))
+            blocks.append(
+                _figure(
+                    lambda: plots.group_bars(rows, tables.levels, directory),
+                    "Time to recourse and effort by group: bars are the means of the table "
+                    f"above (over every round and {run} with a value), error bars ±1 sd of "
+                    "those per-round values; one colour per group.",
+                )
+            )
+    return blocks
+
+
 def _common(values: list[int | None]) -> int | None:
     """The one value shared by all jobs (P of a sweep), or None when they differ or are unknown."""
     unique = set(values)
     return unique.pop() if len(unique) == 1 else None
+
+
+def _group_column(config: DictConfig | None) -> str | None:
+    """``data.group`` of a run's configuration (None: no groups, or unknown)."""
+    if config is None:
+        return None
+    try:
+        group = OmegaConf.select(config, "data.group", default=None)
+    except Exception:  # an unresolvable interpolation
+        return None
+    return str(group) if group is not None else None
 
 
 def _two_features(run: RunFiles) -> bool:
@@ -161,10 +508,15 @@ def run_document(run: RunFiles, figures: bool = True) -> Document:
     from recourse_sim.report import figures as plots  # matplotlib only when drawing
 
     directory = run.directory
+    full = run
+    shift, dynamics = split_scope(run.metrics)
+    shift_missing, dynamics_missing = split_missing(run.missing, dynamics)
+    if not dynamics.empty:  # every shift table sees the shift rows only
+        run = replace(run, metrics=shift, missing=shift_missing)
     summary = final_round_summary(run.metrics)
     per_round = recourse_per_round(run.recourse)
     per_system = recourse_per_system(run.recourse)
-    repetitions = run.metrics["repetition"].nunique()
+    repetitions = full.metrics["repetition"].nunique()
     n_permutations = run.n_permutations
     reading = largest_shifts(summary, SYSTEM, per_system, n_permutations)
     doc = Document(f"Shift report: {directory.name}", str(directory.resolve()))
@@ -212,6 +564,17 @@ def run_document(run: RunFiles, figures: bool = True) -> Document:
                 collapsed=len(per_round) > FOLD_ROWS,
             )
         )
+    if not dynamics.empty:
+        doc.blocks += _dynamics_blocks(
+            dynamics_tables(dynamics, run.agents),
+            dynamics,
+            dynamics_missing,
+            directory,
+            figures,
+            SYSTEM,
+            settings=_dynamics_settings(run.config),
+            group_column=_group_column(run.config),
+        )
     if figures and _two_features(run):
         doc.blocks += [
             Heading("Populations and decision boundaries"),
@@ -250,12 +613,16 @@ def build_run_report(
     started = time.time()
     run = load_run(run_dir)
     directory = run.directory
-    final_round_summary(run.metrics).to_csv(directory / SUMMARY_TABLE, index=False)
+    shift, dynamics = split_scope(run.metrics)
+    final_round_summary(shift).to_csv(directory / SUMMARY_TABLE, index=False)
     recourse_per_round(run.recourse).to_csv(directory / RECOURSE_TABLE, index=False)
+    written = [directory / name for name in (SUMMARY_TABLE, RECOURSE_TABLE)]
+    if not dynamics.empty:
+        written += write_dynamics_tables(dynamics_tables(dynamics, run.agents), directory)
     doc = run_document(run, figures)
     write_markdown(doc, directory / RUN_MARKDOWN)
     html = write_html(doc, directory / RUN_HTML)
-    written = [directory / name for name in (SUMMARY_TABLE, RECOURSE_TABLE, RUN_MARKDOWN)]
+    written.append(directory / RUN_MARKDOWN)
     figure_dir = directory / "figures"
     if figure_dir.is_dir():  # only what this report drew: never a user's own figures/
         written += [
@@ -304,6 +671,9 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
     missing = _sweep_missing([job for job, _, m in entries if m is not None and not m.empty])
     combined = sweep_metrics(finished, swept)
     combined.to_csv(sweep_dir / SWEEP_SUMMARY, index=False)
+    # summary.csv keeps every row; the shift tables below see the shift rows only.
+    combined, dynamics = split_scope(combined)
+    missing, dynamics_missing = split_missing(missing, dynamics)
     variants = variant_keys(swept)
     by = [*variants, *SYSTEM]
     summary = (
@@ -360,6 +730,21 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
                     f"colour = {hue}.",
                 ),
             ]
+    if not dynamics.empty:
+        agents = _sweep_agents(entries, swept)
+        tables = dynamics_tables(dynamics, agents, by, per=["job"])
+        write_dynamics_tables(tables, sweep_dir)
+        doc.blocks += _dynamics_blocks(
+            tables,
+            dynamics,
+            dynamics_missing,
+            sweep_dir,
+            figures,
+            by,
+            per=["job"],
+            run="run",
+            group_column=_common_group_column(entries),
+        )
     write_markdown(doc, sweep_dir / SWEEP_MARKDOWN)
     return write_html(doc, sweep_dir / SWEEP_HTML)
 
@@ -372,6 +757,33 @@ def _sweep_missing(jobs: list[Path]) -> pd.DataFrame | None:
         if frame is not None and not frame.empty:
             frames.append(frame.assign(job=job.name))
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _sweep_agents(entries, swept: list[str]) -> pd.DataFrame | None:
+    """The ``agents.csv`` rows of all jobs with results, with ``job`` and swept-key columns."""
+    extra = [key for key in swept if key not in SYSTEM]
+    frames = []
+    for job, overrides, metrics in entries:
+        if metrics is None or metrics.empty:
+            continue
+        agents = load_agents(job)
+        if agents is None:
+            continue
+        for key in reversed(extra):
+            agents.insert(0, key, overrides.get(key, ""))
+        agents.insert(0, "job", job.name)
+        frames.append(agents)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _common_group_column(entries) -> str | None:
+    """``data.group`` shared by every job with results (None if they differ or have none)."""
+    columns = {
+        _group_column(read_config(job))
+        for job, _, metrics in entries
+        if metrics is not None and not metrics.empty
+    }
+    return columns.pop() if len(columns) == 1 else None
 
 
 def _count(rows: pd.DataFrame, by: list[str]) -> str:
@@ -395,7 +807,8 @@ def _sweep_brief(multirun, entries, swept: list[str]) -> list[Table]:
     tables = [Table(pd.DataFrame(rows, columns=["setting", "value"]))]
     first = next((job for job, _, metrics in entries if metrics is not None), None)
     if first is not None:
-        brief = config_brief(load_run(first))
+        run = load_run(first)
+        brief = config_brief(replace(run, metrics=split_scope(run.metrics)[0]))
         keep = ~brief["setting"].isin(["overrides", "models", "generators", "seed", *swept])
         caption = f"Configuration of job {first.name} (the jobs differ in the swept keys only)"
         tables.append(Table(brief[keep].reset_index(drop=True), caption))

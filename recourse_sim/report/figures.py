@@ -312,3 +312,228 @@ def sweep_bars(
         colours = palette(hue_order)
         grid.add_legend(legend_data={str(v): Patch(color=colours[v]) for v in hue_order}, title=hue)
     return _save(grid.figure, _figure_path(directory, name))
+
+
+# --- time-based dynamics ---------------------------------------------------------------------
+
+
+def _style_handles(rolling: int | None, band: str) -> list:
+    """Legend entries that explain the line styles of a figure over rounds."""
+    handles = [Patch(color="grey", alpha=0.2, label=band)]
+    if rolling:
+        handles += [
+            Line2D([], [], color="grey", lw=0.9, alpha=0.5, marker="o", ms=3, label="per round"),
+            Line2D([], [], color="grey", lw=2.2, label=f"rolling mean over {rolling} rounds"),
+        ]
+    else:
+        handles.append(Line2D([], [], color="grey", lw=1.6, marker="o", ms=3, label="per round"))
+    return handles
+
+
+def _over_rounds(
+    per_round: pd.DataFrame,
+    panels: Sequence[tuple[str, str, str]],
+    path: Path,
+    title: str,
+    rolling: int | None,
+    ncols: int,
+) -> Path:
+    """Panels of per-round means over runs (band ±1 sd), one line per ``system``.
+
+    Args:
+        per_round: :func:`recourse_sim.report.dynamics.per_round` with a ``system`` column.
+        panels: ``(metric, title, y label)`` per panel; metrics absent from the frame are skipped.
+        path: The PNG.
+        title: The figure's title.
+        rolling: The rolling window (draws ``rolling_mean`` as a thick line), or None.
+        ncols: Panels per row.
+
+    A round without a value is a gap in every line (never 0).
+    """
+    present = [p for p in panels if p[0] in set(per_round["metric"])]
+    if not present:
+        raise ValueError("none of the metrics of this figure were recorded")
+    systems = ordered(per_round["system"])
+    colours = palette(systems)
+    ncols = min(ncols, len(present))
+    nrows = -(-len(present) // ncols)
+    figure, axes = plt.subplots(
+        nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows + 0.3), squeeze=False
+    )
+    first, last = int(per_round["round"].min()), int(per_round["round"].max())
+    rounds = pd.RangeIndex(first, last + 1, name="round")
+    for ax, (metric, panel_title, ylabel) in zip(axes.flat, present, strict=False):
+        for system in systems:
+            rows = per_round[(per_round["system"] == system) & (per_round["metric"] == metric)]
+            if rows.empty:
+                continue
+            rows = rows.set_index("round").reindex(rounds)  # an absent round is a gap too
+            colour = colours[system]
+            mean, sd = rows["mean"].astype(float), rows["sd"].astype(float)
+            ax.fill_between(rounds, mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
+            if rolling:
+                ax.plot(rounds, mean, color=colour, lw=0.9, alpha=0.5, marker="o", ms=2.5)
+                ax.plot(rounds, rows["rolling_mean"].astype(float), color=colour, lw=2.2)
+            else:
+                ax.plot(rounds, mean, color=colour, lw=1.6, marker="o", ms=3)
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel("round")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        margin = max(0.3, 0.02 * (last - first))
+        ax.set_xlim(first - margin, last + margin)  # every panel spans every round, gaps too
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+        if metric == "reliability":
+            ax.set_ylim(-0.03, 1.03)
+    for ax in list(axes.flat)[len(present) :]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=colours[s], lw=2, label=str(s)) for s in systems]
+    handles += _style_handles(rolling, "±1 sd over repetitions")
+    figure.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(4, len(handles)),
+        frameon=False,
+        fontsize=9,
+    )
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def recourse_over_time(
+    per_round: pd.DataFrame,
+    directory: str | Path,
+    rolling: int | None,
+    name: str = "recourse_over_time.png",
+) -> Path:
+    """Reliability, time to recourse and the decision threshold over rounds, one line per system.
+
+    Args:
+        per_round: :func:`recourse_sim.report.dynamics.per_round` with a ``system`` column.
+        directory: The report directory; the PNG goes into its ``figures/``.
+        rolling: The window of the rolling mean drawn over the per-round means (None: none).
+        name: File name of the PNG.
+    """
+    panels = (
+        ("reliability", "reliability: favourable after crossing", "share of qualifying agents"),
+        ("time_to_recourse", "time to recourse", "rounds from entry"),
+        ("threshold", "decision threshold", "probability"),
+    )
+    return _over_rounds(
+        per_round,
+        panels,
+        _figure_path(directory, name),
+        "Recourse over rounds (mean over repetitions)",
+        rolling,
+        ncols=3,
+    )
+
+
+def population_over_time(
+    per_round: pd.DataFrame, directory: str | Path, name: str = "population_over_time.png"
+) -> Path:
+    """Active agents, arrivals, favourable decisions and exits per round, one line per system."""
+    panels = (
+        ("n_active", "active agents at the decision", "agents"),
+        ("n_arrivals", "arrivals", "agents"),
+        ("n_favourable", "favourable decisions", "agents"),
+        ("n_exits", "exits", "agents"),
+    )
+    return _over_rounds(
+        per_round,
+        panels,
+        _figure_path(directory, name),
+        "Population per round (mean over repetitions)",
+        None,
+        ncols=4,
+    )
+
+
+def group_bars(
+    rows: pd.DataFrame,
+    levels: Sequence[str],
+    directory: str | Path,
+    name: str = "recourse_by_group.png",
+) -> Path:
+    """Time to recourse and effort by group: bars per system, one colour per group level.
+
+    Args:
+        rows: The ``<metric>@<level>`` rows of ``metrics.csv`` with ``base``, ``group`` and
+            ``system`` columns.
+        levels: The group levels, in the run's order.
+        directory: The report directory; the PNG goes into its ``figures/``.
+        name: File name of the PNG.
+
+    Bars are the mean over every repetition and round with a value (as in the group table),
+    error bars ±1 sd of those values; missing values are left out.
+    """
+    panels = [
+        (metric, title, ylabel)
+        for metric, title, ylabel in (
+            ("time_to_recourse", "time to recourse by group", "rounds from entry"),
+            ("effort_to_recourse", "effort to recourse by group", "distance (standardised units)"),
+        )
+        if metric in set(rows["base"])
+    ]
+    if not panels:
+        raise ValueError("no time to recourse or effort per group was recorded")
+    stats = rows.groupby(["base", "system", "group"], sort=False)["value"].agg(["mean", "std"])
+    systems = ordered(rows["system"])
+    levels = [level for level in levels if level in set(rows["group"])]
+    colours = palette(levels)
+    width = 0.8 / max(len(levels), 1)
+    panel_width = max(4.6, 0.45 * len(systems) * len(levels) + 1.5)
+    stacked = panel_width > 7  # many bars: one panel per row, so the page stays readable
+    figure, axes = plt.subplots(
+        len(panels) if stacked else 1,
+        1 if stacked else len(panels),
+        figsize=(
+            min(panel_width, 14) if stacked else panel_width * len(panels),
+            (3.6 * len(panels)) if stacked else 3.6,
+        ),
+        squeeze=False,
+    )
+    for ax, (metric, title, ylabel) in zip(axes.flat, panels, strict=True):
+        for j, level in enumerate(levels):
+            heights, errors = [], []
+            for system in systems:
+                key = (metric, system, level)
+                heights.append(stats["mean"].get(key, np.nan))
+                errors.append(stats["std"].get(key, np.nan))
+            x = np.arange(len(systems)) + (j - (len(levels) - 1) / 2) * width
+            ax.bar(x, heights, width, color=colours[level], label=str(level))
+            ax.errorbar(
+                x, heights, yerr=errors, fmt="none", ecolor="black", elinewidth=1, capsize=3
+            )
+            for position, height in zip(x, heights, strict=True):
+                if pd.isna(height):  # no value is not a bar of height 0
+                    ax.text(
+                        position,
+                        0,
+                        "no value",
+                        rotation=90,
+                        ha="center",
+                        va="bottom",
+                        fontsize=8,
+                        color="grey",
+                    )
+        ax.set_xticks(np.arange(len(systems)), [str(s) for s in systems], rotation=20, ha="right")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+    figure.legend(
+        handles=[Patch(color=colours[level], label=str(level)) for level in levels],
+        title="group",
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(6, len(levels)),
+        frameon=False,
+        fontsize=9,
+    )
+    figure.suptitle(
+        "Recourse by group (mean over rounds and repetitions; error bars ±1 sd)", fontsize=11
+    )
+    figure.tight_layout()
+    return _save(figure, _figure_path(directory, name))

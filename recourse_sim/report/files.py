@@ -2,9 +2,9 @@
 
 A *run directory* holds ``metrics.csv`` (and usually ``recourse.csv``, the populations, a decision
 grid for two-feature data and ``.hydra/``; ``missing_values.csv`` when a metric value could not be
-computed). A *sweep directory* holds hydra's ``multirun.yaml``
-and one run directory per job (``0/``, ``1/``, ...). Nothing here needs the simulation itself:
-reports are rebuilt from files alone.
+computed; ``agents.csv`` when the run had time-based dynamics). A *sweep directory* holds
+hydra's ``multirun.yaml`` and one run directory per job (``0/``, ``1/``, ...). Nothing here needs
+the simulation itself: reports are rebuilt from files alone.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ INITIAL_FILE = "initial_population.csv"
 FINAL_FILE = "final_population.csv"
 GRID_FILE = "decision_grid.csv"
 MISSING_FILE = "missing_values.csv"
+AGENTS_FILE = "agents.csv"
 MULTIRUN_FILE = "multirun.yaml"
 
 
@@ -44,6 +45,8 @@ class RunFiles:
         choices: The config-group options picked (``data: overlapping``, ...), possibly empty.
         overrides: The command-line overrides of the run, possibly empty.
         missing: ``missing_values.csv`` (why metric values are missing), or None when absent.
+        agents: ``agents.csv`` (one row per agent and system, written by runs with time-based
+            dynamics), or None when absent.
     """
 
     directory: Path
@@ -56,6 +59,7 @@ class RunFiles:
     choices: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     missing: pd.DataFrame | None = None
+    agents: pd.DataFrame | None = None
 
     @property
     def n_permutations(self) -> int | None:
@@ -166,9 +170,29 @@ def load_missing(run_dir: str | Path) -> pd.DataFrame | None:
     return _read_csv(Path(run_dir) / MISSING_FILE)
 
 
+def load_agents(run_dir: str | Path) -> pd.DataFrame | None:
+    """The ``agents.csv`` of a run directory (``group`` read as text), or None when there is none.
+
+    The group labels stay as written (``1`` is not read as the number 1.0), so they match the
+    levels of the ``<metric>@<level>`` rows.
+    """
+    path = Path(run_dir) / AGENTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype={"group": str})
+    except pd.errors.EmptyDataError:
+        return None
+
+
+def read_config(run_dir: str | Path) -> DictConfig | None:
+    """A run's composed configuration (``.hydra/config.yaml``), or None when unreadable."""
+    return _load_yaml(Path(run_dir) / ".hydra" / "config.yaml")
+
+
 def read_n_permutations(run_dir: str | Path) -> int | None:
     """P of a run's p-values, from its ``.hydra/config.yaml`` (None when unknown)."""
-    return config_n_permutations(_load_yaml(Path(run_dir) / ".hydra" / "config.yaml"))
+    return config_n_permutations(read_config(run_dir))
 
 
 def load_run(run_dir: str | Path) -> RunFiles:
@@ -195,6 +219,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
         choices=read_choices(hydra_dir),
         overrides=read_overrides(hydra_dir / "overrides.yaml"),
         missing=load_missing(run_dir),
+        agents=load_agents(run_dir),
     )
 
 

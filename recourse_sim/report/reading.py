@@ -229,3 +229,153 @@ def largest_shifts(
     if sentence:
         sentences.append(sentence)
     return sentences
+
+
+# --- time-based dynamics ---------------------------------------------------------------------
+
+
+def label_systems(frame: pd.DataFrame, by: Sequence[str] = SYSTEM) -> pd.Series:
+    """Each row's system in words (``generic with mlp``), as the sentences name it."""
+    if frame.empty:
+        return pd.Series([], index=frame.index, dtype=object)
+    return frame.apply(lambda row: _system(row, by), axis=1)
+
+
+def _share(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _rounds(n: int, runs: int, unit: str) -> str:
+    """``8 rounds`` or ``8 rounds (2 repetitions together)``."""
+    text = f"{n} round{'s' if n != 1 else ''}"
+    return f"{text} ({runs} {unit} together)" if runs > 1 else text
+
+
+def _reliability_sentence(row: pd.Series, by: Sequence[str], unit: str) -> str:
+    system, runs = _system(row, by), int(row["runs"])
+    counted, without = int(row["rounds_counted"]), int(row["rounds_without_reliability"])
+    failures = row.get("failures", math.nan)
+    failed = (
+        f"; {_num(failures)} agents per {unit.rstrip('s')} crossed the threshold after acting on "
+        f"advice but were not favourable at the next decision"
+        if pd.notna(failures)
+        else ""
+    )
+    if counted == 0:
+        return f"{system}: the run has no round after round 0, so reliability has no value."
+    if pd.isna(row["reliability"]):
+        return (
+            f"{system}: reliability has no value in any of the {_rounds(counted, runs, unit)} "
+            f"after round 0: nobody crossed the previous decision's threshold after acting on "
+            f"advice."
+        )
+    share = _share(row["reliability"])
+    sentence = (
+        f"{system}: reliability averaged {share}: on average over the "
+        f"{_rounds(counted - without, runs, unit)} that had a value, {share} of the agents who "
+        f"crossed the previous decision's threshold after acting on advice were favourable at "
+        f"the next decision"
+    )
+    if without:
+        were = "was" if without == 1 else "were"
+        sentence += (
+            f"; {without} of the {counted} rounds after round 0 had nobody who qualified and "
+            f"{were} left out (not counted as 0)"
+        )
+    return sentence + failed + "."
+
+
+def _recourse_time_sentence(row: pd.Series, by: Sequence[str]) -> str:
+    system = _system(row, by)
+    if pd.isna(row["time_to_recourse"]):
+        sentence = f"{system}: no agent became favourable after a rejection (no time to recourse)"
+    else:
+        sentence = (
+            f"{system}: agents who became favourable after at least one rejection got there "
+            f"{_num(row['time_to_recourse'])} rounds after entering on average"
+        )
+        if pd.notna(row["effort_to_recourse"]):
+            sentence += (
+                f", after moving a distance of {_num(row['effort_to_recourse'])} (standardised "
+                f"feature units)"
+            )
+        if pd.notna(row["effort_to_recourse_score"]):
+            sentence += f" and raising their score by {_num(row['effort_to_recourse_score'])}"
+    if pd.notna(row.get("ever_favourable", math.nan)):
+        sentence += (
+            f"; {_share(row['ever_favourable'])} of the agents were favourable at some decision"
+        )
+    start, end = row["initial_threshold"], row["final_threshold"]
+    if pd.notna(start) and pd.notna(end) and _num(start) == _num(end):
+        sentence += f"; the decision threshold stayed at {_num(start)}"
+    elif pd.notna(start) and pd.notna(end):
+        sentence += (
+            f"; the decision threshold went from {_num(start)} at round 0 to {_num(end)} at "
+            f"round {int(row['rounds'])}"
+        )
+    return sentence + "."
+
+
+def _group_sentence(rows: pd.DataFrame, by: Sequence[str], levels: Sequence[str]) -> str | None:
+    """The comparisons of one system's groups, as the run computed them each round."""
+    first = rows.iloc[0]
+    if len(levels) == 2:
+        difference = f"{levels[1]} minus {levels[0]}"
+        ratio = f"{levels[1]} over {levels[0]}"
+    else:
+        difference, ratio = "largest minus smallest group", "largest over smallest group"
+    parts = []
+    for _, row in rows[rows["mean"].notna()].iterrows():
+        n = int(row["n"])
+        over = f"on average over the {n} round{'s' if n != 1 else ''} with a value"
+        if row["comparison"] == "time_to_recourse_difference":
+            parts.append(
+                f"the difference in time to recourse ({difference}) was {_num(row['mean'])} "
+                f"rounds {over}"
+            )
+        elif row["comparison"] == "effort_to_recourse_ratio":
+            parts.append(f"the effort ratio ({ratio}) was {_num(row['mean'])} {over}")
+    if not parts:
+        return None
+    return f"{_system(first, by)}: {'; '.join(parts)}."
+
+
+def dynamics_reading(tables, by: Sequence[str] = SYSTEM, unit: str = "repetitions") -> list[str]:
+    """Plain-language sentences about the time-based view.
+
+    Args:
+        tables: :class:`recourse_sim.report.dynamics.DynamicsTables`.
+        by: Its system columns.
+        unit: What the independent runs are called (``repetitions``; ``runs`` in a sweep).
+
+    Returns:
+        Per system: reliability (with the rounds that had none), time and effort to recourse,
+        the threshold; the group comparisons; and a reminder that nothing here was tested.
+    """
+    by = list(by)
+    summary = tables.summary
+    sentences: list[str] = []
+    for _, row in summary.iterrows():
+        sentences.append(_reliability_sentence(row, by, unit))
+        sentences.append(_recourse_time_sentence(row, by))
+    comparison = tables.comparison
+    if not comparison.empty:
+        for _, rows in comparison.groupby(by, sort=False, dropna=False):
+            sentence = _group_sentence(rows, by, tables.levels)
+            if sentence:
+                sentences.append(sentence)
+    if not summary.empty:
+        runs = int(summary["runs"].min())
+        if runs > 1:
+            sentences.append(
+                f"These are descriptive means over {runs} {unit}; no test was run, so a "
+                f"difference between systems or groups that is small next to the spread between "
+                f"{unit} (the bands in the figures) may be chance."
+            )
+        else:
+            sentences.append(
+                f"These are descriptive values of a single {unit.rstrip('s')}; no test was run "
+                f"and there is no spread between {unit} to compare with, so any difference "
+                f"between systems or groups may be chance."
+            )
+    return sentences

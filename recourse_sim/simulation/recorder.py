@@ -62,6 +62,7 @@ class Recorder:
     population_file = "final_population.csv"
     initial_file = "initial_population.csv"
     grid_file = "decision_grid.csv"
+    agents_file = "agents.csv"  # time-based dynamics only: one row per agent and system
     checkpoint_file = "checkpoint.pt"
     missing_file = "missing_values.csv"  # written only when a metric could not be computed
     #: Files appended round by round; a checkpoint records their sizes for an exact resume.
@@ -110,6 +111,7 @@ class Recorder:
                 self.population_file,
                 self.initial_file,
                 self.grid_file,
+                self.agents_file,
                 self.missing_file,
             ):
                 self._path(name).unlink(missing_ok=True)

@@ -168,7 +168,7 @@ def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
 
 
 def load_data(
-    cfg: DictConfig, streams: RandomStreams, pool_size: int = 0
+    cfg: DictConfig, streams: RandomStreams, pool_size: int = 0, per_round: object = None
 ) -> tuple[Dataset, Dataset, Dataset | None]:
     """Load the data set and split it (stratified) into training and test sets.
 
@@ -190,7 +190,8 @@ def load_data(
         raise ConfigError("data._target_", cfg.data._target_, "a loader returning a Dataset")
     pool = None
     if pool_size and not is_generative(node.get("_target_")):
-        data, pool = hold_back(data, pool_size, streams.numpy("arrivals:pool"))
+        rng = streams.numpy("arrivals:pool")
+        data, pool = hold_back(data, pool_size, rng, per_round=per_round)
     train, test = train_test_split(data, test_size, streams.numpy("split"))
     return train, test, pool
 
@@ -200,7 +201,6 @@ def _data_node(cfg: DictConfig) -> DictConfig:
 
 
 def plan_arrivals(
-    cfg: DictConfig,
     dynamics: DynamicsConfig,
     simulation: SimulationConfig,
     n_initial: int,
@@ -259,19 +259,21 @@ def _data_and_arrivals(
         return train, test, None
     if dynamics.arrivals.kind == "fixed":
         needed = int(dynamics.arrivals.per_round) * simulation.n_rounds
-        train, test, pool = load_data(cfg, streams, pool_size=needed)
+        per_round = dynamics.arrivals.per_round
+        train, test, pool = load_data(cfg, streams, pool_size=needed, per_round=per_round)
         n_initial = dynamics.initial_agents or train.n_samples
-        rounds, _ = plan_arrivals(cfg, dynamics, simulation, n_initial, streams)
+        rounds, _ = plan_arrivals(dynamics, simulation, n_initial, streams)
     else:  # how many arrive depends on the initial population: count first, then hold back
         probe, _, _ = load_data(cfg, streams)
         n_initial = dynamics.initial_agents or probe.n_samples
-        rounds, needed = plan_arrivals(cfg, dynamics, simulation, n_initial, streams)
-        train, test, pool = load_data(cfg, streams, pool_size=needed)
+        rounds, needed = plan_arrivals(dynamics, simulation, n_initial, streams)
+        per_round = dynamics.arrivals.per_round
+        train, test, pool = load_data(cfg, streams, pool_size=needed, per_round=per_round)
         if pool is not None:
             # Holding rows back shrank the training split, so relative growth needs fewer
             # newcomers than the pool holds: count again on the actual initial population.
             n_initial = dynamics.initial_agents or train.n_samples
-            rounds, _ = plan_arrivals(cfg, dynamics, simulation, n_initial, streams)
+            rounds, _ = plan_arrivals(dynamics, simulation, n_initial, streams)
     return train, test, draw_arrivals(cfg, rounds, pool, train, streams)
 
 

@@ -279,3 +279,25 @@ def run_cli(overrides: Sequence[str], label: str) -> dict[str, object]:
         "load_1m_before": load_before,
         "load_1m_after": load_1m(),
     }
+
+
+def time_phases(simulation, phases: Sequence[str]) -> dict[str, dict[int, float]]:
+    """Wrap a simulation's phase methods so that each records its wall time per round."""
+    times: dict[str, dict[int, float]] = {phase: {} for phase in phases}
+    for phase in phases:
+        original = getattr(simulation, phase)
+
+        def wrapper(round_number, _original=original, _phase=phase):
+            start = time.perf_counter()
+            _original(round_number)
+            times[_phase][round_number] = time.perf_counter() - start
+
+        setattr(simulation, phase, wrapper)
+    return times
+
+
+def loglog_slope(rows: Sequence[Mapping[str, object]], x: str, y: str) -> float:
+    """Least-squares slope of log(y) on log(x) over the rows (a scaling exponent)."""
+    import numpy as np
+
+    return float(np.polyfit(np.log([r[x] for r in rows]), np.log([r[y] for r in rows]), 1)[0])

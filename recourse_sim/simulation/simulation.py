@@ -202,7 +202,7 @@ class RecourseSimulation:
         )
         self.arrivals = list(arrivals) if arrivals is not None else [empty] * R
         self.group_levels = tuple(getattr(train, "group_levels", ()) or ())
-        self.tracking = self.dynamics.tracks_agents
+        self.tracking = self.dynamics.tracks_agents or arrivals is not None
         self.behaviour = BEHAVIOURS[self.dynamics.behaviour]()
         # The run's own key in every keyed draw of the dynamics: other seeds, other draws.
         self.draw_key = int(streams.numpy("dynamics").integers(2**31))
@@ -685,8 +685,11 @@ class RecourseSimulation:
         """
         R = self.config.n_repetitions
         changed = torch.zeros(R, dtype=torch.bool, device=self.device)
-        for state in self.state.values():
-            changed |= state.changed_since_retraining.view(-1, R).any(0)
+        # As in the selection, the control never drives the others: adding it must leave their
+        # schedule unchanged. Its own systems follow their repetition, or their own changes.
+        deciding = [k for k, s in self.stacks.items() if not s.control] or list(self.stacks)
+        for name in deciding:
+            changed |= self.state[name].changed_since_retraining.view(-1, R).any(0)
         jobs = {False: [], True: []}
         restore, put_back = [], []
         for name, classifier in self.classifiers.items():
@@ -696,6 +699,8 @@ class RecourseSimulation:
                 retrain = state.labels_since_retraining >= self.dynamics.retraining.labels
             else:
                 retrain = changed[reps]
+                if stack.control:
+                    retrain |= state.changed_since_retraining
             if not bool(retrain.any()):
                 continue
             schedule = self.models[stack.model].retrain

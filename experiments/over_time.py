@@ -4,13 +4,13 @@ Usage:
     python experiments/over_time.py SWEEP_DIR [--by dynamics.adaptation dynamics.arrivals.per_round]
     python experiments/over_time.py SWEEP_DIR --shift [--by dynamics.delay dynamics.compliance]
 
-SWEEP_DIR is a hydra sweep directory (``-m``); each job's swept values are read from its
-``.hydra/overrides.yaml``. Per swept cell and system the table gives, over repetitions and rounds
-1..T: the mean reliability (rounds without anybody to count are left out, and counted), the mean
-time to recourse and effort of the agents that reached recourse, the total failures per
-repetition, the threshold at the last round, the active agents at the last round, and the share
-of agents ever favourable (``agents.csv``). ``--shift`` adds the final round's shift metrics
-(mean ± sd over repetitions).
+SWEEP_DIR is a hydra sweep directory (``-m``; the jobs' CSVs may be gzipped); each job's swept
+values are read from its ``.hydra/overrides.yaml``. Per swept cell and system the table gives,
+over repetitions and rounds 1..T: the mean reliability (rounds without anybody to count are left
+out, and counted), the mean time to recourse and effort of the agents that reached recourse, the
+total failures per repetition, the threshold and the active agents at the last round, and the
+share of agents ever favourable (``agents.csv``). ``--shift`` adds the final round's shift
+metrics (mean ± sd over repetitions).
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ def _overrides(job: Path) -> dict[str, str]:
 
 
 def _jobs(sweep: Path) -> list[Path]:
-    return sorted(p.parent for p in sweep.glob("*/metrics.csv"))
+    return sorted({p.parent for p in sweep.glob("*/metrics.csv*")}, key=lambda p: p.name)
+
+
+def _table(job: Path, name: str) -> pd.DataFrame | None:
+    """A job's CSV, plain or gzipped (the committed results are gzipped)."""
+    for path in (job / name, job / f"{name}.gz"):
+        if path.exists():
+            return pd.read_csv(path)
+    return None
 
 
 def summarise(sweep: Path, by: list[str], shift: bool) -> pd.DataFrame:
@@ -38,9 +46,8 @@ def summarise(sweep: Path, by: list[str], shift: bool) -> pd.DataFrame:
     rows = []
     for job in _jobs(sweep):
         cell = {key: _overrides(job).get(key, "") for key in by}
-        metrics = pd.read_csv(job / "metrics.csv")
-        agents = job / "agents.csv"
-        agents = pd.read_csv(agents) if agents.exists() else None
+        metrics = _table(job, "metrics.csv")
+        agents = _table(job, "agents.csv")
         last = metrics["round"].max()
         for (model, generator), frame in metrics.groupby(["model", "generator"]):
             dyn = frame[frame.scope == "dynamics"]

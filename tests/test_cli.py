@@ -270,6 +270,7 @@ def test_every_generator_runs_through_the_cli_sweep(tmp_path):
     assert seen == set(GENERATORS)
 
 
+@pytest.mark.slow
 def test_linear_only_generator_runs_with_logistic_and_refuses_an_mlp(tmp_path):
     # One sweep, two jobs: the logistic job runs; the MLP job stops with status 2 naming the
     # generator, and the sweep reports it at the end.

@@ -985,11 +985,13 @@ def test_recourse_over_time_preset_runs_and_writes_agents(tmp_path):
         ("dynamics.foo=1", "dynamics.foo"),
         ("+dynamics.foo=1", "dynamics.foo"),
         ("+dynamics.retraining.bar=1", "dynamics.retraining.bar"),
+        # A linear-only generator is refused before pre-training, not after it.
+        ("model=mlp generator=n_feature", "generator.n_feature"),
     ],
 )
 def test_bad_dynamics_values_exit_2_naming_the_key(override, key, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    status, message = status_of([*SMOKE, "processes=1", override], run_dir, capsys)
+    status, message = status_of([*SMOKE, "processes=1", *override.split()], run_dir, capsys)
     assert status == 2, message
     assert key in message
     assert "Traceback" not in message

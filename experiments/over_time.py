@@ -7,8 +7,9 @@ Usage:
 SWEEP_DIR is a hydra sweep directory (``-m``; the jobs' CSVs may be gzipped); each job's swept
 values are read from its ``.hydra/overrides.yaml``. Per swept cell and system the table gives,
 over repetitions and rounds 1..T: the mean reliability (rounds without anybody to count are left
-out, and counted), the mean time to recourse and effort of the agents that reached recourse, the
-total failures per repetition, the threshold and the active agents at the last round, and the
+out, and counted), the mean time to recourse of the agents that reached recourse after a
+rejection (per agent, from ``agents.csv``; without it, the mean of the per-round means), the
+mean per-round effort of those agents, the total failures per repetition, the threshold and the active agents at the last round, and the
 share of agents ever favourable (``agents.csv``). ``--shift`` adds the final round's shift
 metrics (mean ± sd over repetitions).
 """
@@ -72,6 +73,10 @@ def summarise(sweep: Path, by: list[str], shift: bool) -> pd.DataFrame:
             }
             if agents is not None:
                 mine = agents[(agents.model == model) & (agents.generator == generator)]
+                # Per agent, not per round: without arrivals every agent entered at round 0, so
+                # a per-round mean of time to recourse is just the mean round number.
+                waited = (mine.favourable_round - mine.entered_round).dropna()
+                row["time to recourse"] = round(waited[waited > 0].mean(), 2)
                 row["ever favourable"] = round(mine.favourable_round.notna().mean(), 3)
             if shift:
                 final = frame[(frame.scope != "dynamics") & (frame["round"] == last)]

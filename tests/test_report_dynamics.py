@@ -340,7 +340,11 @@ def test_summary_per_system_is_computed_by_hand():
     # Missing reliabilities are gaps: (1 + .5 + .75 + .5 + .25) / 5, not / 8 or / 10.
     assert generic["reliability"] == pytest.approx(0.6)
     assert generic["rounds_counted"] == 8 and generic["rounds_without_reliability"] == 3
-    assert generic["time_to_recourse"] == pytest.approx(14 / 6)
+    # With agents.csv, time to recourse is per agent (rejected first, favourable later): the
+    # waits 1, 3, 2, 2, 3; from the per-round rows alone it is the mean of the rounds' means.
+    assert generic["time_to_recourse"] == pytest.approx(11 / 5)
+    per_round_only = dynamics_summary(dynamics_frame()).set_index("generator")
+    assert per_round_only.loc["generic", "time_to_recourse"] == pytest.approx(14 / 6)
     assert generic["effort_to_recourse"] == pytest.approx(7 / 6)
     assert generic["effort_to_recourse_score"] == pytest.approx(2 / 6)
     assert generic["failures"] == pytest.approx(3)  # (2 + 4) / 2 repetitions
@@ -349,7 +353,8 @@ def test_summary_per_system_is_computed_by_hand():
     assert generic["agents"] == 4 and generic["ever_favourable"] == pytest.approx(5 / 8)
     # The control never qualifies: no reliability (not 0), all 8 rounds without one.
     assert math.isnan(control["reliability"]) and control["rounds_without_reliability"] == 8
-    assert control["time_to_recourse"] == 4 and control["failures"] == 0
+    assert control["time_to_recourse"] == 3 and control["failures"] == 0
+    assert per_round_only.loc["none", "time_to_recourse"] == 4
     assert control["ever_favourable"] == pytest.approx(1 / 8)
     # Without agents.csv the agent columns are not there at all.
     assert "ever_favourable" not in dynamics_summary(dynamics_frame()).columns
@@ -477,10 +482,10 @@ def test_run_report_shows_recourse_over_time(tmp_path):
     assert "Recourse over time" in html and "Recourse by group" in html
     # The table per system, with the hand-computed means.
     assert (
-        "| mlp | generic | 2 | 4 | 0.6 | 3 of 8 | 2.333 | 1.167 | 0.3333 | 3 | 4 | 0.625 | 0.5 "
+        "| mlp | generic | 2 | 4 | 0.6 | 3 of 8 | 2.2 | 1.167 | 0.3333 | 3 | 4 | 0.625 | 0.5 "
         "| 0.6 |" in text
     )
-    assert "| mlp | none | 2 | 4 | – | 8 of 8 | 4 | 2 | 0.1 | 0 | 4 | 0.125 | 0.5 | 0.5 |" in text
+    assert "| mlp | none | 2 | 4 | – | 8 of 8 | 3 | 2 | 0.1 | 0 | 4 | 0.125 | 0.5 | 0.5 |" in text
     assert "reliability averaged 60%" in text and "the 8 rounds after round 0" in text
     # Per round: means over repetitions, a round without reliability shown as missing.
     assert "| 0 | mlp | generic | 8 | 8 | 3 | 0 | 5 | 0.5 | – | 0 | – | – |" in text
@@ -575,7 +580,7 @@ def test_sweep_report_compares_the_jobs_over_time(tmp_path):
     # Jobs x repetitions pooled per system: here one job per system, so the run's numbers.
     text = section(after)
     assert (
-        "| mlp | generic | 2 | 4 | 0.6 | 3 of 8 | 2.333 | 1.167 | 0.3333 | 3 | 4 | 0.625 | 0.5 "
+        "| mlp | generic | 2 | 4 | 0.6 | 3 of 8 | 2.2 | 1.167 | 0.3333 | 3 | 4 | 0.625 | 0.5 "
         "| 0.6 |" in text
     )
     assert "failures per run" in text and "Groups of column SEX (data.group)" in text

@@ -233,22 +233,33 @@ def agent_summary(
     """Agents per run and the share ever favourable, per system (and ``extra`` columns).
 
     Returns:
-        ``*by, *extra, agents, ever_favourable``: the mean number of agents per run, and the share
-        of all agents (pooled over runs) with a ``favourable_round``; None without ``agents.csv``.
+        ``*by, *extra, agents, ever_favourable, agent_time_to_recourse``: the mean number of
+        agents per run, the share of all agents (pooled over runs) with a ``favourable_round``,
+        and the mean rounds from entry to the first favourable decision of the agents rejected
+        first (pooled over runs); None without ``agents.csv``.
     """
     by, extra, per = list(by), list(extra), list(per)
-    needed = {*per, *by, *extra, "favourable_round", "repetition"}
+    needed = {*per, *by, *extra, "favourable_round", "entered_round", "repetition"}
     if agents is None or not needed <= set(agents.columns):
         return None
-    frame = agents.assign(_favourable=agents["favourable_round"].notna())
+    waited = agents["favourable_round"] - agents["entered_round"]
+    frame = agents.assign(
+        _favourable=agents["favourable_round"].notna(),
+        # Favourable later than at its first decision: rejected first (time to recourse > 0).
+        _waited=waited.where(waited > 0),
+    )
     keys = [*by, *extra]
     grouped = frame.groupby(keys, sort=False, dropna=False)
-    table = grouped.agg(total=("_favourable", "size"), ever_favourable=("_favourable", "mean"))
+    table = grouped.agg(
+        total=("_favourable", "size"),
+        ever_favourable=("_favourable", "mean"),
+        agent_time_to_recourse=("_waited", "mean"),
+    )
     runs = frame.drop_duplicates([*per, "repetition", *by]).groupby(by, sort=False, dropna=False)
     n_runs = runs.size().rename("n_runs")
     table = table.reset_index().join(n_runs, on=by)
     table["agents"] = table["total"] / table["n_runs"]
-    return table[[*keys, "agents", "ever_favourable"]]
+    return table[[*keys, "agents", "ever_favourable", "agent_time_to_recourse"]]
 
 
 def dynamics_summary(
@@ -267,7 +278,9 @@ def dynamics_summary(
         - ``runs``: repetitions (of every job, in a sweep); ``rounds``: the last round;
         - ``reliability``, ``time_to_recourse``, ``effort_to_recourse``,
           ``effort_to_recourse_score``: means over every run and round with a value (each round
-          weighs the same, however many agents it counted); missing values are left out;
+          weighs the same, however many agents it counted); missing values are left out; with
+          ``agents.csv``, ``time_to_recourse`` is the mean over agents instead (rejected first,
+          favourable later);
         - ``rounds_counted``: the rounds after round 0, over all runs;
           ``rounds_without_reliability``: those of them without a reliability value (nobody
           qualified);
@@ -308,6 +321,10 @@ def dynamics_summary(
     agent_table = agent_summary(agents, by, per)
     if agent_table is not None:
         table = table.merge(agent_table, on=by, how="left")
+        # Per agent rather than per round: without arrivals every agent entered at round 0 and
+        # the per-round means of time to recourse would only average the round numbers.
+        per_agent = table.pop("agent_time_to_recourse")
+        table["time_to_recourse"] = per_agent.where(per_agent.notna(), table["time_to_recourse"])
     elif agents is not None:
         table[list(AGENT_SUMMARY)] = float("nan")
     table = table.reindex(columns=columns)

@@ -9,9 +9,9 @@ values are read from its ``.hydra/overrides.yaml``. Per swept cell and system th
 over repetitions and rounds 1..T: the mean reliability (rounds without anybody to count are left
 out, and counted), the mean time to recourse of the agents that reached recourse after a
 rejection (per agent, from ``agents.csv``; without it, the mean of the per-round means), the
-mean per-round effort of those agents, the total failures per repetition, the threshold and the active agents at the last round, and the
-share of agents ever favourable (``agents.csv``). ``--shift`` adds the final round's shift
-metrics (mean ± sd over repetitions).
+mean per-round effort of those agents, the total failures per repetition, the threshold and the
+active agents at the last round, and the share of agents ever favourable (``agents.csv``).
+``--shift`` adds the final round's shift metrics (mean ± sd over repetitions).
 """
 
 from __future__ import annotations

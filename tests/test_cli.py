@@ -254,6 +254,7 @@ def test_every_generator_runs_through_the_cli_sweep(tmp_path):
             "+experiment=synthetic",
             f"generator={','.join(GENERATORS)}",
             *TINY,
+            "processes=1",  # one process per job: a sweep of short jobs pays no worker start-up
             f"hydra.sweep.dir={tmp_path}",
         ],
         capture_output=True,

@@ -661,8 +661,9 @@ class _Fixed:
 
 
 def test_simulation_rows_write_missing_values_as_empty_cells_with_the_reason(tmp_path):
+    from recourse_sim.simulation.evaluation import evaluate as _evaluate
     from recourse_sim.simulation.recorder import Recorder
-    from recourse_sim.simulation.simulation import System, _evaluate
+    from recourse_sim.simulation.simulation import System
 
     metrics = {
         "fine": _Fixed(MetricResult(0.25, 0.0)),  # a real p-value of 0 stays

@@ -102,18 +102,23 @@ def code_values(
     return np.array([index[n] for n in names], dtype=np.int64)
 
 
-def _by_level(series: pd.Series) -> bool:
-    """Whether the column's levels are its groups (text, or integers with few levels)."""
-    dtype = series.dtype
-    if (
+def is_text(column: pd.Series) -> bool:
+    """Whether a column holds text-like values (text, booleans, categories), not numbers."""
+    dtype = column.dtype
+    return (
         pd.api.types.is_bool_dtype(dtype)
         or isinstance(dtype, pd.CategoricalDtype)
         or not pd.api.types.is_numeric_dtype(dtype)
-    ):
+    )
+
+
+def _by_level(series: pd.Series) -> bool:
+    """Whether the column's levels are its groups (text, or integers with few levels)."""
+    if is_text(series):
         return True
     if series.nunique() > MAX_LEVELS:
         return False
-    if pd.api.types.is_integer_dtype(dtype):
+    if pd.api.types.is_integer_dtype(series.dtype):
         return True
     numbers = series.to_numpy(dtype=np.float64)
     return bool(np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)))

@@ -30,6 +30,7 @@ from recourse_sim.data.groups import (
     check_bins,
     check_group,
     group_codes,
+    is_text,
     level_name,
     level_sort_key,
 )
@@ -403,7 +404,7 @@ def _encode(
     levels: Mapping[str, Sequence[object]] | None,
 ) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[int, ...], ...]]:
     """One-hot encode the categorical features in place; the rest become float columns."""
-    text = [c for c in features if _is_text(table[c])]
+    text = [c for c in features if is_text(table[c])]
     chosen = checks.names("data.categorical", categorical)
     if chosen is None:
         chosen = text
@@ -442,15 +443,6 @@ def _encode(
         )
     X = np.hstack(blocks).astype(np.float64)
     return X, tuple(names), tuple(groups)
-
-
-def _is_text(column: pd.Series) -> bool:
-    dtype = column.dtype
-    return (
-        pd.api.types.is_bool_dtype(dtype)
-        or isinstance(dtype, pd.CategoricalDtype)
-        or not pd.api.types.is_numeric_dtype(dtype)
-    )
 
 
 def _draw(members: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

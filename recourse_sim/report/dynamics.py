@@ -8,7 +8,7 @@ metrics:
   (:data:`FLOW_METRICS`, ``threshold``, ``threshold_drift``, :data:`RECOURSE_METRICS`,
   ``n_failures``); with groups also ``<metric>@<level>`` (e.g. ``time_to_recourse@SEX=1``) and the
   group comparisons :data:`COMPARISONS`;
-- ``agents.csv``: one row per agent and system (:data:`AGENT_COLUMNS`).
+- ``agents.csv``: one row per agent and system (columns: ``recourse_sim.simulation.frames``).
 
 A run without dynamics writes neither, and its report is exactly the shift report: everything
 here is used only when :func:`has_dynamics` is true. A missing value (an empty cell: e.g. a
@@ -53,22 +53,6 @@ COMPARISONS = {
     "time_to_recourse_difference": "time to recourse: difference of group means (rounds)",
     "effort_to_recourse_ratio": "effort to recourse: ratio of group means",
 }
-#: The columns of ``agents.csv``.
-AGENT_COLUMNS = (
-    "repetition",
-    "model",
-    "generator",
-    "agent",
-    "group",
-    "entered_round",
-    "favourable_round",
-    "n_advice",
-    "n_adaptations",
-    "n_failures",
-    "effort",
-    "initial_score",
-    "final_score",
-)
 #: Plain-language names and units of the per-round metrics (axis labels and prose).
 LABELS = {
     "reliability": ("reliability", "share of qualifying agents"),

@@ -559,10 +559,12 @@ class RecourseSimulation:
                 state.target[s, index] = implemented[i, :n]
                 state.target_proba[s, index] = probability[i, :n].to(torch.float64)
                 state.advice_round[s, index] = round_number
-                uniform = counter_rng.uniform(
-                    self.draw_key, _DELAY, round_number, system.repetition, index
-                )
-                delay = draw_delays(uniform, self.dynamics.delay, self.dynamics.delay_distribution)
+                delay = self.dynamics.delay
+                if delay and self.dynamics.delay_distribution != "fixed":  # draws only if random
+                    uniform = counter_rng.uniform(
+                        self.draw_key, _DELAY, round_number, system.repetition, index
+                    )
+                    delay = draw_delays(uniform, delay, self.dynamics.delay_distribution)
                 state.due[s, index] = round_number + delay
                 state.pending[s, index] = True
                 state.n_advice[s, index] += 1

@@ -27,6 +27,7 @@ from recourse_sim.data.arrivals import draw_fresh, hold_back, is_generative
 from recourse_sim.data.base import Dataset, train_test_split
 from recourse_sim.dynamics import ArrivalBatch, DynamicsConfig, arrival_counts, entry_rounds
 from recourse_sim.errors import ConfigError, OutputError
+from recourse_sim.generators.base import check_pairs
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
 from recourse_sim.simulation.rundir import RunDirectory
 from recourse_sim.utils import RandomStreams, WorkerPool
@@ -153,6 +154,28 @@ def _checked_label(node: DictConfig, name: str) -> DictConfig:
             "give your generator another name",
         )
     return node
+
+
+#: Where the options of every config group live.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def working_generators(model_name: str, spec) -> list[str]:
+    """The ``generator`` options (``configs/generator``) that can search on model ``spec``.
+
+    Each option is built with its defaults and asked (:meth:`Generator.works_with`); options
+    that cannot be built here are left out.
+    """
+    names = []
+    for path in sorted((CONFIG_DIR / "generator").glob("*.yaml")):
+        try:
+            node = OmegaConf.load(path).get(path.stem)
+            generator = build(node, f"generator.{path.stem}") if node is not None else None
+        except Exception:  # a stub (renamed option) or an option needing more than defaults
+            continue
+        if generator is not None and generator.works_with(spec):
+            names.append(path.stem)
+    return names
 
 
 def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
@@ -514,6 +537,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
         name: build(node, f"metrics.{name}", name=name)
         for name, node in named_nodes(cfg, "metrics").items()
     }
+    check_pairs(models, generators, working=working_generators)
+    for spec in models.values():
+        refusal = spec.resume_refusal() if resume else None
+        if refusal:
+            raise ConfigError("resume", True, f"a run whose model can be rebuilt; {refusal}")
     if resume and not (output_dir / Recorder.checkpoint_file).is_file():
         # Refused before the directory is touched (a mistyped directory is not created).
         raise ConfigError(

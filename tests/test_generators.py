@@ -30,7 +30,9 @@ from recourse_sim.generators import (
     SearchProblem,
     WachterGenerator,
 )
-from recourse_sim.models import MLP, DeepEnsemble, LogisticRegression
+from recourse_sim.generators.base import check_pairs
+from recourse_sim.models import MLP, DeepEnsemble, LogisticRegression, SklearnModel
+from recourse_sim.models.torch_module import TorchModule
 
 #: Every generator that searches: the contract tests' subjects. Not the no-recourse control
 #: (``none``: nobody moves, tested in test_control.py) nor the ``wachter`` stub that only names
@@ -44,7 +46,29 @@ MODELS = {
     "logistic": LogisticRegression(pretrain={"epochs": 100}),
     "mlp": MLP(hidden_sizes=(16,), pretrain={"epochs": 100}),
     "deep_ensemble": DeepEnsemble(n_members=3, hidden_sizes=(16,), pretrain={"epochs": 100}),
+    # A module with an activation the fast path lacks: trained by the general (autograd) path.
+    "torch_module": TorchModule(
+        module={
+            "_target_": "recourse_sim.models.modules.mlp",
+            "hidden_sizes": [16],
+            "activation": "silu",
+        },
+        pretrain={"epochs": 100},
+    ),
+    # Models without gradients: only the gradient-free generators search on them.
+    "sklearn_gbdt": SklearnModel(
+        {
+            "_target_": "sklearn.ensemble.GradientBoostingClassifier",
+            "n_estimators": 20,
+            "max_depth": 2,
+        }
+    ),
+    "sklearn_logistic": SklearnModel({"_target_": "sklearn.linear_model.LogisticRegression"}),
 }
+
+
+#: Pairs a refusal would be a bug in.
+MUST_WORK = {("n_feature", "logistic"), ("feature_tweak", "sklearn_gbdt")}
 
 
 def load_generator(path: Path, **overrides):
@@ -55,12 +79,9 @@ def load_generator(path: Path, **overrides):
 
 
 def refuses(generator, model) -> bool:
-    """Whether ``generator`` refuses ``model`` (``n_feature`` takes linear models only)."""
-    try:
-        generator.check_model(model)
-    except ConfigError:
-        return True
-    return False
+    """Whether ``generator`` refuses ``model`` (``n_feature`` takes linear models only,
+    gradient generators models with gradients)."""
+    return not generator.works_with(getattr(model, "spec", model))
 
 
 def skip_if_refused(generator, model) -> None:
@@ -111,10 +132,19 @@ class TestContract:
         generator = load_generator(config, max_iter=1000)
         model = trained(model_name, data)
         negatives = np.flatnonzero(data.y == 0)[:20]
-        if refuses(generator, model):  # a generator for linear models only, at search time too
-            with pytest.raises(ConfigError, match=r"<generator\.n_feature=.*needs a linear model"):
-                generator.search(problem(data, model, negatives))
-            assert model_name != "logistic"
+        if refuses(generator, model):
+            # Refused before any work, with a message naming the generator; a generator that
+            # refuses a model itself (n_feature: linear models only) refuses its search too.
+            with pytest.raises(ConfigError, match=r"<generator(\.\w+)?=") as refusal:
+                check_pairs({model_name: model.spec}, {config.stem: generator})
+            assert config.stem in str(refusal.value)
+            if generator.needs_gradients and not model.spec.differentiable:
+                assert "Generators that work with it" in str(refusal.value)
+            else:
+                with pytest.raises(ConfigError, match=r"<generator\.\w+="):
+                    generator.search(problem(data, model, negatives))
+            assert (config.stem, model_name) not in MUST_WORK
+            assert config.stem not in ("growing_spheres", "nice")  # model-agnostic
             return
         result = generator.search(problem(data, model, negatives))
         if not generator.targeted:  # CLUE seeks certainty, not validity (tested below)
@@ -188,13 +218,22 @@ class TestContract:
 @pytest.mark.parametrize("config", GENERATOR_CONFIGS, ids=lambda p: p.stem)
 def test_batched_systems_equal_separate_searches(config, data):
     rows = np.flatnonzero(data.y == 0)[:6]
-    model_name = "logistic" if refuses(load_generator(config), MODELS["mlp"]) else "mlp"
+    generator = load_generator(config)
+    model_name = next(
+        m for m in ("mlp", "logistic", "sklearn_gbdt") if not refuses(generator, MODELS[m])
+    )
     model = trained(model_name, data, n_systems=3)
     # Make the three systems differ.
-    with torch.no_grad():
-        model.nets.flat.add_(
-            torch.randn(model.nets.flat.shape, generator=torch.Generator().manual_seed(3)) * 0.05
-        )
+    if hasattr(model, "nets"):
+        with torch.no_grad():
+            noise = torch.randn(model.nets.flat.shape, generator=torch.Generator().manual_seed(3))
+            model.nets.flat.add_(noise * 0.05)
+    else:  # estimators: fit each system on its own subsample
+        draw = np.random.default_rng(3)
+        subsets = [draw.permutation(data.n_samples)[:90] for _ in range(3)]
+        X = torch.tensor(np.stack([data.X[rows_s] for rows_s in subsets]))
+        y = torch.tensor(np.stack([data.y[rows_s] for rows_s in subsets]))
+        model.fit(X, y)
     keys = torch.tensor([11, 22, 33])
     batched = load_generator(config).search(problem(data, model, rows, 3, system_keys=keys))
     for s in range(3):
@@ -459,9 +498,12 @@ def test_search_creates_its_tensors_on_the_problems_device(config, data):
     # and clashes with the problem's CPU tensors: a CPU-only check of what runs on a GPU.
     # Dropout in the search and ensemble members take the keyed-mask paths as well; a
     # generator for linear models gets an ensemble of logistic members.
+    # A generator for tree models only gets gradient-boosted trees.
     spec = DeepEnsemble(n_members=2, hidden_sizes=(8,), dropout=0.2, pretrain={"epochs": 5})
     if refuses(load_generator(config), spec):
         spec = DeepEnsemble(n_members=2, hidden_sizes=(), pretrain={"epochs": 5})
+    if refuses(load_generator(config), spec):
+        spec = MODELS["sklearn_gbdt"]
     model = spec.initialise(data.n_features, torch.Generator().manual_seed(0))
     X, y = torch.tensor(data.X)[None], torch.tensor(data.y)[None]
     model.fit(X, y, spec.pretrain, torch.Generator().manual_seed(1))
@@ -656,8 +698,13 @@ _GENERATOR_KEYS = {
     "n_features": "count",
     "threshold": "probability",
     "margin": "non_negative",
+    "epsilon": "positive",
+    "chunk_size": "count",
+    "sparsity": "flag",
+    "justified": "flag",
 }
-_GROWING_SPHERES_KEYS = {"decision_threshold": "probability"}  # no null: it always stops at γ
+# No null threshold for the gradient-free searches: they always stop at γ.
+_GRADIENT_FREE_KEYS = {"decision_threshold": "probability"}
 _VAE_KEYS = {
     "latent_dim": "count",
     "hidden_dim": "count",
@@ -692,7 +739,7 @@ def _generator_cases():
         if _is_gradient(cls) and "latent_space" not in keys:
             keys.append("latent_space")
         for key in keys:
-            kinds = _GROWING_SPHERES_KEYS if cls is GrowingSpheresGenerator else {}
+            kinds = _GRADIENT_FREE_KEYS if not cls.needs_gradients else {}
             kind = kinds.get(key, _GENERATOR_KEYS.get(key))
             assert kind is not None, f"{path.stem}: no stated range for {key} in this test"
             cases += [

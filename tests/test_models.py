@@ -22,9 +22,11 @@ from recourse_sim.models import (
     train_lockstep,
     train_stacks,
 )
+from recourse_sim.models.activations import ACTIVATIONS, FAST_ACTIVATIONS
 from recourse_sim.models.training import (
     _adam_step_fused,
     _adam_step_reference,
+    _train,
     _train_batched,
     _train_per_sample,
 )
@@ -44,7 +46,7 @@ def _train_one_by_one(nets, X, y, schedule, activation):
                 for layer in range(n_layers):
                     hidden = hidden @ params[2 * layer] + params[2 * layer + 1]
                     if layer < n_layers - 1:
-                        hidden = getattr(torch, activation)(hidden)
+                        hidden = ACTIVATIONS[activation].function(hidden)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(
                     hidden.squeeze(-1), y[i, start : start + schedule.batch_size]
                 )
@@ -140,7 +142,8 @@ def test_dropout_masks_scale_kept_units():
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"activation": "gelu"}, "model.activation"),
+        ({"activation": "swish"}, "model.activation"),
+        ({"activation": "silu", "training_path": "fast"}, "model.training_path"),
         ({"dropout": 1.0}, "model.dropout"),
         ({"hidden_sizes": [0]}, "model.hidden_sizes"),
         ({"retrain": {"epochs": -1}}, "model.retrain.epochs"),
@@ -206,6 +209,44 @@ def test_per_sample_path_equals_batched_path_with_dropout(activation):
     torch.testing.assert_close(fast.flat, general.flat, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch_size", [1, 4])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("activation", FAST_ACTIVATIONS)
+def test_fast_path_equals_autograd_for_every_activation_it_covers(activation, dropout, batch_size):
+    # The activation table is the one source of truth: every activation the hand-written
+    # backward pass accepts must give autograd's parameters (dropout masks are drawn alike).
+    generator = torch.Generator().manual_seed(6)
+    fast = StackedNetworks(Architecture(3, (6, 5), activation, dropout), 3).initialise(generator)
+    general = StackedNetworks(
+        Architecture(3, (6, 5), activation, dropout, training_path="autograd"), 3, fast.flat.clone()
+    )
+    assert fast.architecture.trains_fast and not general.architecture.trains_fast
+    X = torch.randn(3, 21, 3, generator=generator)
+    y = (torch.rand(3, 21, generator=generator) > 0.5).float()
+    for epochs in (3, 2):  # pre-training, then a warm-started retraining with a fresh Adam
+        schedule = TrainingSchedule(epochs=epochs, batch_size=batch_size, learning_rate=1e-2)
+        for nets in (fast, general):
+            _train(nets, X, y, schedule, [5, 6, 7] if dropout else None)
+        torch.testing.assert_close(fast.flat, general.flat, rtol=1e-5, atol=1e-6)
+
+
+def test_activations_without_a_hand_written_derivative_train_by_autograd():
+    generator = torch.Generator().manual_seed(2)
+    uncovered = [name for name in ACTIVATIONS if name not in FAST_ACTIVATIONS]
+    assert uncovered  # the table has activations only autograd trains
+    for name in uncovered:
+        nets = StackedNetworks(Architecture(3, (5,), name), 2).initialise(generator)
+        assert not nets.architecture.trains_fast
+        X = torch.randn(2, 17, 3, generator=generator)
+        y = (torch.rand(2, 17, generator=generator) > 0.5).float()
+        schedule = TrainingSchedule(epochs=2, batch_size=1, learning_rate=1e-2)
+        expected = _train_one_by_one(nets, X, y, schedule, name)
+        train_lockstep(nets, X, y, schedule, generator)
+        for i, params in enumerate(expected):
+            for got, want in zip(nets.parameters_of(i), params, strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_several_stacks_shared_between_processes_equal_training_alone():
     generator = torch.Generator().manual_seed(7)
     jobs, expected = [], []
@@ -249,13 +290,18 @@ def _model_configs() -> list:
 _NAN, _INF = float("nan"), float("inf")
 _BAD_MODEL_VALUES = {
     "hidden_sizes": [[0], [2.5], [True], ["abc"], [_NAN], [32, -1], "abc", 32, None],
-    "activation": ["gelu", "ReLU", 1, True, None],
+    "activation": ["swish", "ReLU", 1, True, None],
     "dropout": [_NAN, _INF, "abc", True, 1, 1.0, -0.1],
     "dropout_in_search": ["maybe", "true", 2, 1, 0, None],
     "n_members": [0, 2.5, 2.0, True, "abc", _NAN],
     "epochs": [-1, 2.5, 10.0, True, "abc", _NAN, None],
     "batch_size": [0, 2.5, 1.0, True, "abc", None],
     "learning_rate": [0, -1e-3, _NAN, _INF, "abc", True, None],
+    "training_path": ["slow", "AUTO", 1, True, None],
+    "continue_training": ["maybe", 2, None],
+    "vectorise": ["sometimes", 1, True, None],
+    "module": [5, "abc", {"_target_": "no_such_package.make_net"}, {"_target_": "os.getcwd"}],
+    "estimator": [5, {"_target_": "no_such_package.Estimator"}, {"_target_": "builtins.dict"}],
 }
 
 
@@ -271,8 +317,9 @@ def _model_cases():
     cases = []
     for path in _model_configs():
         _, options = _model_options(path)
-        keys = [k for k in options if k not in ("pretrain", "retrain")]
-        keys += [f"{phase}.{k}" for phase in ("pretrain", "retrain") for k in options[phase]]
+        phases = [p for p in ("pretrain", "retrain") if p in options]
+        keys = [k for k in options if k not in phases and not k.startswith("_")]
+        keys += [f"{phase}.{k}" for phase in phases for k in options[phase]]
         for key in keys:
             cases += [
                 pytest.param(path, key, bad, id=f"{path.stem}-{key}={bad!r}")
@@ -280,7 +327,7 @@ def _model_cases():
             ]
         cases += [
             pytest.param(path, phase, bad, id=f"{path.stem}-{phase}={bad!r}")
-            for phase in ("pretrain", "retrain")
+            for phase in phases
             for bad in (5, "abc", [1, 2])
         ]
     return cases
@@ -294,7 +341,9 @@ def test_every_model_setting_is_strict_and_names_its_key(config, key, bad):
         options[phase] = {**options[phase], name: bad}
     else:
         options[key] = bad
-    pattern = "<" + f"model.{key}".replace(".", r"\.") + "="
+    options.pop("_recursive_", None)
+    # A callable's node may be refused at its import path (model.module._target_).
+    pattern = "<" + f"model.{key}".replace(".", r"\.") + r"(\._target_)?="
     with pytest.raises(ConfigError, match=pattern) as error:
         cls(**options)
     assert error.value.allowed

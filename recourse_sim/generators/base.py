@@ -13,12 +13,14 @@ other individuals or systems share its batch.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from recourse_sim.data.base import Dataset
+from recourse_sim.errors import ConfigError
 
 #: Mutability codes used inside the engine, per feature.
 MUTABLE_BOTH, MUTABLE_INCREASE, MUTABLE_DECREASE, IMMUTABLE = 0, 1, 2, 3
@@ -225,6 +227,10 @@ class Generator(ABC):
     #: Whether the counterfactuals are a function of the factuals, the model and the population
     #: alone: no keyed random draws, so the round and system keys do not change them.
     deterministic: bool = False
+    #: Whether the search differentiates the model (a model without gradients, such as a
+    #: scikit-learn estimator, is refused before any work). Generators that only query
+    #: probabilities set it to False.
+    needs_gradients: bool = True
 
     def check_model(self, model: object) -> None:  # noqa: B027
         """Raise :class:`~recourse_sim.errors.ConfigError` if this generator cannot use ``model``.
@@ -235,6 +241,16 @@ class Generator(ABC):
         refuses the others here, so a caller can check every (model, generator) pair before any
         work starts; its :meth:`search` refuses them as well.
         """
+
+    def works_with(self, model: object) -> bool:
+        """Whether this generator can search on ``model`` (a specification)."""
+        if self.needs_gradients and not getattr(model, "differentiable", True):
+            return False
+        try:
+            self.check_model(model)
+        except ConfigError:
+            return False
+        return True
 
     @abstractmethod
     def search(self, problem: SearchProblem) -> SearchResult:
@@ -255,3 +271,34 @@ class Generator(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
+
+
+def check_pairs(
+    models: Mapping[str, object],
+    generators: Mapping[str, Generator],
+    working: Callable[[str, object], Sequence[str]] | None = None,
+) -> None:
+    """Refuse, before any work, a (model, generator) pair that cannot run.
+
+    A generator that follows gradients cannot search on a model without them (a scikit-learn
+    estimator); a generator may refuse other models itself (:meth:`Generator.check_model`).
+    ``working(model_name, spec)`` names the generators that do work with a model, for the
+    message (default: those of ``generators``).
+    """
+    for model_name, spec in models.items():
+        for label, generator in generators.items():
+            generator.check_model(spec)  # a generator's own refusal names its key
+            if not (generator.needs_gradients and not getattr(spec, "differentiable", True)):
+                continue
+            if working is None:
+                usable = [g for g, gen in generators.items() if gen.works_with(spec)]
+            else:
+                usable = list(working(model_name, spec))
+            kind = getattr(spec, "kind", type(spec).__name__)
+            raise ConfigError(
+                "generator",
+                label,
+                f"a generator that needs no gradients: {label} follows the model's gradients, "
+                f"and model {model_name} (a {kind} model) has none. Generators that work with "
+                f"it: {', '.join(usable) or 'none of those given'}",
+            )

@@ -38,6 +38,8 @@ _SHRINK, _GROW, _DONE = 0, 1, 2
 class GrowingSpheresGenerator(Generator):
     """Sample growing spherical layers until an enemy appears; take the nearest; sparsify."""
 
+    needs_gradients = False  # it only queries probabilities
+
     def __init__(
         self,
         n_samples: int = 100,

@@ -74,6 +74,10 @@ _KEY = "generator.n_feature"
 _MAX_NUDGES = 60
 
 
+#: The built-in model kinds, whose weights this generator can read.
+_BUILT_IN_KINDS = ("classifier", "logistic", "mlp", "deep_ensemble")
+
+
 class NFeatureGenerator(Generator):
     """Closed-form recourse along the ``n_features`` largest usable coefficients of a linear model.
 
@@ -85,6 +89,7 @@ class NFeatureGenerator(Generator):
     """
 
     deterministic = True
+    needs_gradients = False  # it reads the linear model's weights instead
 
     def __init__(self, n_features: int = 2, threshold: float = 0.5, margin: float = 0.0):
         self.n_features = checks.integer("generator.n_features", n_features, minimum=1)
@@ -99,6 +104,15 @@ class NFeatureGenerator(Generator):
     def check_model(self, model: object) -> None:
         """Refuse models whose logit is not affine in the features (see the module docstring)."""
         spec = getattr(model, "spec", model)
+        if getattr(spec, "kind", None) not in _BUILT_IN_KINDS:
+            kind = getattr(spec, "kind", type(spec).__name__)
+            raise ConfigError(
+                _KEY,
+                kind,
+                "n_feature needs a linear model: model=logistic, or an ensemble of logistic "
+                f"members (a deep_ensemble with hidden_sizes: []); a {kind} model has no "
+                "coefficient vector it can read",
+            )
         nets = getattr(model, "nets", None)
         if nets is not None:
             hidden = getattr(getattr(nets, "architecture", None), "hidden_sizes", None)

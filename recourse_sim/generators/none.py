@@ -25,6 +25,7 @@ class NoRecourseGenerator(Generator):
     moves_individuals = False
     #: Its "counterfactuals" are the factuals: no random draws.
     deterministic = True
+    needs_gradients = False
 
     def search(self, problem: SearchProblem) -> SearchResult:
         """The factuals, unchanged, after 0 steps (for direct use; the loop never calls this)."""

@@ -27,18 +27,21 @@ import torch
 
 from recourse_sim import checks
 from recourse_sim.errors import ConfigError
+from recourse_sim.models.base import Classifier, ModelSpec
 from recourse_sim.models.network import (
     Architecture,
     StackedNetworks,
     check_activation,
     check_dropout,
     check_hidden_sizes,
+    check_training_path,
 )
 from recourse_sim.models.training import TrainingJob, TrainingSchedule, train_stacks
 from recourse_sim.utils.workers import WorkerPool
 
 
-def _schedule(value: TrainingSchedule | Mapping | None, default: TrainingSchedule, key: str):
+def schedule_from(value: TrainingSchedule | Mapping | None, default: TrainingSchedule, key: str):
+    """A checked training schedule from a config mapping; keys left out keep ``default``'s."""
     if value is None:
         return default
     if isinstance(value, TrainingSchedule):
@@ -52,8 +55,8 @@ def _schedule(value: TrainingSchedule | Mapping | None, default: TrainingSchedul
     return replace(default, **dict(value)).validate(key)
 
 
-class ClassifierSpec:
-    """Architecture and training schedules of one kind of classifier.
+class ClassifierSpec(ModelSpec):
+    """Architecture and training schedules of one kind of built-in classifier.
 
     Args:
         hidden_sizes: Widths of the hidden layers (empty for logistic regression).
@@ -65,6 +68,8 @@ class ClassifierSpec:
         dropout_in_search: Keep dropout active in the counterfactual search's gradient passes, as
             Flux's automatic train mode does in the reference implementation. Off: deterministic
             gradients.
+        training_path: ``auto`` (the hand-written fast path where it covers the activation,
+            autograd otherwise), ``fast`` or ``autograd`` (same semantics, torch's gradients).
     """
 
     kind = "classifier"
@@ -78,18 +83,28 @@ class ClassifierSpec:
         pretrain: Mapping | TrainingSchedule | None = None,
         retrain: Mapping | TrainingSchedule | None = None,
         dropout_in_search: bool = True,
+        training_path: str = "auto",
     ):
         self.hidden_sizes = check_hidden_sizes("model.hidden_sizes", hidden_sizes)
         self.activation = check_activation("model.activation", activation)
         self.dropout = check_dropout("model.dropout", dropout)
         self.n_members = checks.integer("model.n_members", n_members, minimum=1)
-        self.pretrain = _schedule(pretrain, TrainingSchedule(epochs=100), "model.pretrain")
-        self.retrain = _schedule(retrain, TrainingSchedule(epochs=10), "model.retrain")
+        self.pretrain = schedule_from(pretrain, TrainingSchedule(epochs=100), "model.pretrain")
+        self.retrain = schedule_from(retrain, TrainingSchedule(epochs=10), "model.retrain")
         self.dropout_in_search = checks.flag("model.dropout_in_search", dropout_in_search)
+        self.training_path = check_training_path(
+            "model.training_path", training_path, self.activation
+        )
 
     def architecture(self, input_dim: int) -> Architecture:
         """The network layout for ``input_dim`` features."""
-        return Architecture(int(input_dim), self.hidden_sizes, self.activation, self.dropout)
+        return Architecture(
+            int(input_dim),
+            self.hidden_sizes,
+            self.activation,
+            self.dropout,
+            training_path=self.training_path,
+        )
 
     def initialise(
         self,
@@ -104,6 +119,18 @@ class ClassifierSpec:
         nets = StackedNetworks(self.architecture(input_dim), self.n_members, device=device)
         return StackedClassifier(self, nets.initialise(generator), n_systems=1)
 
+    def restore(
+        self,
+        input_dim: int,
+        n_systems: int,
+        state: object,
+        device: str | torch.device | None = None,
+    ) -> StackedClassifier:
+        """The classifier whose :meth:`StackedClassifier.state` (its flat weights) is ``state``."""
+        flat = torch.as_tensor(state).to(device=device)
+        nets = StackedNetworks(self.architecture(input_dim), n_systems * self.n_members, flat)
+        return StackedClassifier(self, nets, n_systems)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(hidden_sizes={list(self.hidden_sizes)}, "
@@ -116,8 +143,10 @@ class LogisticRegression(ClassifierSpec):
 
     kind = "logistic"
 
-    def __init__(self, pretrain=None, retrain=None):
-        super().__init__(hidden_sizes=(), pretrain=pretrain, retrain=retrain)
+    def __init__(self, pretrain=None, retrain=None, training_path: str = "auto"):
+        super().__init__(
+            hidden_sizes=(), pretrain=pretrain, retrain=retrain, training_path=training_path
+        )
 
 
 class MLP(ClassifierSpec):
@@ -133,8 +162,18 @@ class MLP(ClassifierSpec):
         pretrain=None,
         retrain=None,
         dropout_in_search: bool = True,
+        training_path: str = "auto",
     ):
-        super().__init__(hidden_sizes, activation, dropout, 1, pretrain, retrain, dropout_in_search)
+        super().__init__(
+            hidden_sizes,
+            activation,
+            dropout,
+            1,
+            pretrain,
+            retrain,
+            dropout_in_search,
+            training_path,
+        )
 
 
 class DeepEnsemble(ClassifierSpec):
@@ -151,14 +190,22 @@ class DeepEnsemble(ClassifierSpec):
         pretrain=None,
         retrain=None,
         dropout_in_search: bool = True,
+        training_path: str = "auto",
     ):
         super().__init__(
-            hidden_sizes, activation, dropout, n_members, pretrain, retrain, dropout_in_search
+            hidden_sizes,
+            activation,
+            dropout,
+            n_members,
+            pretrain,
+            retrain,
+            dropout_in_search,
+            training_path,
         )
 
 
 @dataclass
-class StackedClassifier:
+class StackedClassifier(Classifier):
     """The weights of ``n_systems`` systems of one classifier spec, ``n_members`` nets each.
 
     Network ``s * n_members + m`` is member ``m`` of system ``s``. Inputs are batched per system:
@@ -227,8 +274,13 @@ class StackedClassifier:
         y: torch.Tensor,
         schedule: TrainingSchedule,
         generator: torch.Generator,
+        keys: Sequence[int] | None = None,
     ) -> TrainingJob:
-        """What :meth:`fit` trains, for :func:`train_stacks` (several classifiers at once)."""
+        """What :meth:`fit` trains, for :func:`train_stacks` (several classifiers at once).
+
+        ``keys`` (the systems' keys) are not needed: every network's randomness (its dropout
+        stream) is drawn in network order from ``generator``.
+        """
         return (self.nets, self._per_net(X), self._per_net(y), schedule, generator)
 
     def replicate(self, n_systems: int) -> StackedClassifier:
@@ -238,15 +290,22 @@ class StackedClassifier:
         order = np.tile(np.arange(self.n_members), n_systems)
         return StackedClassifier(self.spec, self.nets.take(order), n_systems)
 
+    def _nets_of(self, systems: Sequence[int]) -> list[int]:
+        m = self.n_members
+        return [s * m + j for s in systems for j in range(m)]
+
     def select(self, systems: Sequence[int]) -> StackedClassifier:
         """Copies of the given systems, in that order."""
-        m = self.n_members
-        order = [s * m + j for s in systems for j in range(m)]
-        return StackedClassifier(self.spec, self.nets.take(order), len(systems))
+        return StackedClassifier(self.spec, self.nets.take(self._nets_of(systems)), len(systems))
 
-    def proba_of(self, system: int, X: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Probabilities ``(n,)`` of one system on rows ``X`` ``(n, d)``."""
-        return self.select([system]).proba(X)[0].cpu().numpy().astype(np.float64)
+    def put(self, systems: Sequence[int], part: StackedClassifier) -> None:
+        """Overwrite the given systems (in that order) with the systems of ``part``."""
+        if len(systems):
+            self.nets.put(self._nets_of(systems), part.nets)
+
+    def state(self) -> torch.Tensor:
+        """The flat weights of every network (what :meth:`ClassifierSpec.restore` takes)."""
+        return self.nets.flat
 
     def clone(self) -> StackedClassifier:
         """An independent copy of all systems."""

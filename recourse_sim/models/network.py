@@ -19,14 +19,13 @@ import torch
 
 from recourse_sim import checks
 from recourse_sim.errors import ConfigError
-
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
+from recourse_sim.models.activations import ACTIVATIONS
 
 
 def check_activation(key: str, value: object) -> str:
-    """``value`` if it names a hidden activation (``relu``, ``tanh``, ``sigmoid``)."""
+    """``value`` if it names a hidden activation of :data:`~.activations.ACTIVATIONS`."""
     checks.text(key, value, "allowed values are " + ", ".join(map(repr, ACTIVATIONS)))
-    checks.check_choice(key, value, ACTIVATIONS)
+    checks.check_choice(key, value, tuple(ACTIVATIONS))
     return value
 
 
@@ -47,6 +46,26 @@ def check_hidden_sizes(key: str, value: object) -> tuple[int, ...]:
         raise ConfigError(key, sizes, allowed) from None
 
 
+#: How a stack of networks is trained: ``fast`` (the hand-written batched backward pass),
+#: ``autograd`` (torch's), or ``auto`` (fast where it covers the activation, else autograd).
+TRAINING_PATHS = ("auto", "fast", "autograd")
+
+
+def check_training_path(key: str, value: object, activation: str) -> str:
+    """``value`` if it names a training path that can train ``activation``."""
+    checks.text(key, value, "allowed values are " + ", ".join(map(repr, TRAINING_PATHS)))
+    checks.check_choice(key, value, TRAINING_PATHS)
+    if value == "fast" and ACTIVATIONS[activation].derivative is None:
+        covered = ", ".join(n for n, a in ACTIVATIONS.items() if a.derivative is not None)
+        raise ConfigError(
+            key,
+            value,
+            f"auto or autograd: the fast path has no hand-written derivative of {activation!r} "
+            f"(it covers {covered})",
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Architecture:
     """Layer sizes ``(d, h_1, ..., h_k, output_dim)``; classifiers emit one logit."""
@@ -56,11 +75,19 @@ class Architecture:
     activation: str = "relu"
     dropout: float = 0.0
     output_dim: int = 1
+    training_path: str = "auto"
 
     def __post_init__(self) -> None:
         check_activation("model.activation", self.activation)
         check_dropout("model.dropout", self.dropout)
         check_hidden_sizes("model.hidden_sizes", self.hidden_sizes)
+        check_training_path("model.training_path", self.training_path, self.activation)
+
+    @property
+    def trains_fast(self) -> bool:
+        """Whether the hand-written fast path trains these networks (else autograd does)."""
+        covered = ACTIVATIONS[self.activation].derivative is not None
+        return covered and self.training_path != "autograd"
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -225,7 +252,7 @@ class StackedNetworks:
     ) -> torch.Tensor:
         """Outputs ``(n_nets, n, output_dim)`` of each network on its own rows ``X``."""
         weights, biases = (self.weights, self.biases) if flat is None else self.views(flat)
-        activation = _ACTIVATION_FUNCTIONS[self.architecture.activation]
+        activation = ACTIVATIONS[self.architecture.activation].function
         hidden = X
         last = len(weights) - 1
         for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
@@ -235,6 +262,3 @@ class StackedNetworks:
                 if masks is not None:
                     hidden = hidden * masks[layer]
         return hidden
-
-
-_ACTIVATION_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}

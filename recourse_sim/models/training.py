@@ -11,6 +11,11 @@ allocates nothing per step), and the Adam update is one fused kernel on the flat
 vector. Each network still sees only its own rows in its own order, so the result equals training
 the networks one by one (``tests/test_models.py`` checks this against ``torch.optim.Adam`` with
 autograd). :func:`train_stacks` shares several stacks, or slices of one, between processes.
+
+The hand-written backward pass covers only the activations with a derivative in
+:data:`~recourse_sim.models.activations.ACTIVATIONS`; any other network (or one configured with
+``training_path=autograd``) takes the autograd path, which has the same semantics (rows, batches,
+dropout masks, Adam) with torch computing the gradient.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from recourse_sim import checks
+from recourse_sim.models.activations import ACTIVATIONS
 from recourse_sim.models.network import StackedNetworks
 from recourse_sim.utils.workers import WorkerPool, balanced_slices
 
@@ -76,6 +83,18 @@ def train_lockstep(
 
 #: One training job of :func:`train_stacks`: ``(nets, X, y, schedule, generator)``.
 TrainingJob = tuple[StackedNetworks, torch.Tensor, torch.Tensor, TrainingSchedule, torch.Generator]
+
+
+def train_jobs(jobs: list, pool: WorkerPool | None = None) -> None:
+    """Run training jobs of any model kind.
+
+    Lockstep stacks go through :func:`train_stacks`; jobs that train themselves (torch modules,
+    scikit-learn estimators) through their ``run``.
+    """
+    train_stacks([job for job in jobs if isinstance(job, tuple)], pool)
+    for job in jobs:
+        if not isinstance(job, tuple):
+            job.run(pool)
 
 
 def train_stacks(jobs: list[TrainingJob], pool: WorkerPool | None = None) -> None:
@@ -160,12 +179,52 @@ def _train(
     # those is over ten times slower here. Flushing them to zero changes updates by < 1e-30.
     torch.set_flush_denormal(True)
     try:
-        if int(schedule.batch_size) == 1:
+        if not nets.architecture.trains_fast:
+            _train_autograd(nets, X, y, schedule, seeds)
+        elif int(schedule.batch_size) == 1:
             _train_per_sample(nets, X, y, schedule, seeds)
         else:
             _train_batched(nets, X, y, schedule, seeds)
     finally:
         torch.set_flush_denormal(False)
+
+
+def _train_autograd(
+    nets: StackedNetworks,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    schedule: TrainingSchedule,
+    seeds: list[int] | None,
+) -> None:
+    """Any architecture and batch size: the same steps as the fast paths, gradients by autograd.
+
+    Each network's loss is the mean binary cross-entropy over its own batch; summing the
+    networks' losses leaves each network's gradient its own. Dropout masks are drawn exactly as
+    on the fast paths, so both paths agree even with dropout.
+    """
+    X = X.to(torch.float32).contiguous()
+    y = y.to(torch.float32).contiguous()
+    n_rows = X.shape[1]
+    batch = int(schedule.batch_size)
+    lr = float(schedule.learning_rate)
+    exp_avg = torch.zeros_like(nets.flat)
+    exp_avg_sq = torch.zeros_like(nets.flat)
+    streams = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
+    for epoch in range(int(schedule.epochs)):
+        masks = None if streams is None else nets.dropout_masks(n_rows, streams)
+        steps = _step_counts(epoch, -(-n_rows // batch), nets.flat.device)
+        for step, start in zip(steps, range(0, n_rows, batch), strict=True):
+            stop = min(start + batch, n_rows)
+            with torch.enable_grad():
+                flat = nets.flat.detach().requires_grad_(True)
+                batch_masks = None if masks is None else [m[:, start:stop] for m in masks]
+                logits = nets.logits(X[:, start:stop], batch_masks, flat=flat)
+                losses = F.binary_cross_entropy_with_logits(
+                    logits, y[:, start:stop], reduction="none"
+                )
+                (grad,) = torch.autograd.grad(losses.mean(dim=1).sum(), flat)
+            with torch.no_grad():
+                adam_step(nets.flat, grad, exp_avg, exp_avg_sq, step, lr)
 
 
 def _train_batched(
@@ -186,7 +245,7 @@ def _train_batched(
     exp_avg_sq = torch.zeros_like(nets.flat)
     batch = int(schedule.batch_size)
     lr = float(schedule.learning_rate)
-    activate = _ACTIVATE_WITH_GRADIENT[arch.activation]
+    activate = _with_gradient(arch.activation)
     n_hidden = len(arch.hidden_sizes)
     biases = [b.unsqueeze(1) for b in nets.biases]
     weights_t = [w.transpose(1, 2) for w in nets.weights]
@@ -261,7 +320,9 @@ def _train_per_sample(
     exp_avg = torch.zeros_like(nets.flat)
     exp_avg_sq = torch.zeros_like(nets.flat)
     lr = float(schedule.learning_rate)
-    smooth = arch.activation != "relu"  # tanh, sigmoid: slopes kept from the forward pass
+    activation = ACTIVATIONS[arch.activation]
+    # Slopes of smooth activations are kept from the forward pass; ReLU's is read off its output.
+    smooth = activation.derivative == "output"
     last = n_layers - 1
     streams = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
     with torch.no_grad():
@@ -277,7 +338,8 @@ def _train_per_sample(
                     linear = pre[layer] if smooth else act[layer]
                     torch.baddbmm(bias_rows[layer], inputs[layer], nets.weights[layer], out=linear)
                     if smooth:
-                        _smooth_activation(arch.activation, pre[layer], gate[layer], act[layer])
+                        activation.function(pre[layer], out=act[layer])
+                        activation.slope_into(act[layer], gate[layer])
                     else:
                         act[layer].clamp_min_(0.0)
                     if masks is not None:
@@ -312,16 +374,6 @@ def _step_counts(epoch: int, steps_per_epoch: int, device) -> tuple[torch.Tensor
 
 
 _relu_backward = torch.ops.aten.threshold_backward.grad_input
-
-
-def _smooth_activation(name: str, pre, gate, act) -> None:
-    """Tanh or sigmoid of ``pre`` into ``act`` and its slope into ``gate``."""
-    if name == "tanh":
-        torch.tanh(pre, out=act)
-        torch.mul(act, act, out=gate).neg_().add_(1.0)
-    else:
-        torch.sigmoid(pre, out=act)
-        torch.sub(1.0, act, out=gate).mul_(act)
 
 
 def _adam_step_reference(
@@ -375,27 +427,18 @@ def _adam_step_fused(
 adam_step = _adam_step_fused if hasattr(torch, "_fused_adam_") else _adam_step_reference
 
 
-def _relu_with_gradient(pre, mask):
-    # With dropout the slope is the mask where the unit is active, 0 elsewhere: one pass.
-    gate = (pre > 0).to(pre.dtype) if mask is None else mask * (pre > 0)
-    return pre * gate, gate
+def _with_gradient(name: str):
+    """Activation ``name`` and its slope at ``pre`` (dropped units: 0), for the batched path."""
+    activation = ACTIVATIONS[name]
 
+    def relu(pre, mask):
+        # With dropout the slope is the mask where the unit is active, 0 elsewhere: one pass.
+        gate = (pre > 0).to(pre.dtype) if mask is None else mask * (pre > 0)
+        return pre * gate, gate
 
-def _tanh_with_gradient(pre, mask):
-    act = torch.tanh(pre)
-    gate = 1.0 - act * act
-    return (act, gate) if mask is None else (act * mask, gate * mask)
+    def smooth(pre, mask):
+        act = activation.function(pre)
+        gate = activation.slope(act)
+        return (act, gate) if mask is None else (act * mask, gate * mask)
 
-
-def _sigmoid_with_gradient(pre, mask):
-    act = torch.sigmoid(pre)
-    gate = act * (1.0 - act)
-    return (act, gate) if mask is None else (act * mask, gate * mask)
-
-
-#: Activation and its derivative at ``pre``, for the hand-written backward pass.
-_ACTIVATE_WITH_GRADIENT = {
-    "relu": _relu_with_gradient,
-    "tanh": _tanh_with_gradient,
-    "sigmoid": _sigmoid_with_gradient,
-}
+    return relu if activation.derivative == "relu" else smooth

@@ -91,6 +91,7 @@ class Recorder:
         self.metrics_rows: list[dict] = []
         self.recourse_rows: list[dict] = []
         self.missing_rows: list[dict] = []
+        self._logged_missing: set[tuple] = set()  # (metric, model, generator, reason) warned of
         self.tables: dict[str, pd.DataFrame] = {}
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -145,10 +146,17 @@ class Recorder:
         """Record why metric values are missing (empty ``value`` in ``metrics.csv``; rule 2).
 
         Each row names ``repetition, round, model, generator, metric`` and a ``reason``; the reason
-        also goes to the log, and the reports list these rows.
+        also goes to the log (a warning the first time a metric of a model and generator is
+        missing for a reason, at debug level after that: a non-parametric model has no
+        perturbation in any round), and the reports list these rows.
         """
+        logged = self._logged_missing
         for row in rows:
-            log.warning(
+            key = (row["metric"], row["model"], row["generator"], row["reason"])
+            level = logging.DEBUG if key in logged else logging.WARNING
+            logged.add(key)
+            log.log(
+                level,
                 "%s is missing for %s/%s, repetition %s, round %s: %s",
                 row["metric"],
                 row["model"],

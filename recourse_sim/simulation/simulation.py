@@ -58,11 +58,10 @@ from recourse_sim.dynamics import BEHAVIOURS, ActionContext, ArrivalBatch, Dynam
 from recourse_sim.dynamics.decision import decide
 from recourse_sim.dynamics.delays import draw_delays
 from recourse_sim.errors import ConfigError
-from recourse_sim.generators.base import FeatureSpace, Generator, SearchProblem
+from recourse_sim.generators.base import FeatureSpace, Generator, SearchProblem, check_pairs
 from recourse_sim.metrics.base import EvaluationContext, Metric
-from recourse_sim.models.classifier import ClassifierSpec, StackedClassifier
-from recourse_sim.models.network import StackedNetworks
-from recourse_sim.models.training import train_stacks
+from recourse_sim.models.base import Classifier, ModelSpec
+from recourse_sim.models.training import train_jobs
 from recourse_sim.simulation import frames
 from recourse_sim.simulation.config import SimulationConfig
 from recourse_sim.simulation.evaluation import CachedProba, evaluate
@@ -148,7 +147,7 @@ class RecourseSimulation:
         self,
         train: Dataset,
         test: Dataset,
-        models: Mapping[str, ClassifierSpec],
+        models: Mapping[str, ModelSpec],
         generators: Mapping[str, Generator],
         metrics: Mapping[str, Metric],
         config: SimulationConfig,
@@ -166,9 +165,7 @@ class RecourseSimulation:
             raise ConfigError("generator", dict(generators), "at least one generator")
         if train.feature_names != test.feature_names:
             raise ConfigError("data", "train/test", "the same feature columns in both sets")
-        for spec in models.values():  # e.g. n_feature needs a linear model: refuse before work
-            for generator in generators.values():
-                getattr(generator, "check_model", lambda model: None)(spec)
+        check_pairs(models, generators)  # e.g. n_feature needs a linear model: refuse early
         self.dynamics = dynamics or DynamicsConfig()
         n_initial = self.dynamics.initial_agents
         if n_initial is not None:
@@ -223,8 +220,8 @@ class RecourseSimulation:
             for key, stack in self.stacks.items()
         }
         self.round = 0
-        self.initial: dict[str, StackedClassifier] = {}
-        self.classifiers: dict[str, StackedClassifier] = {}
+        self.initial: dict[str, Classifier] = {}
+        self.classifiers: dict[str, Classifier] = {}
         self.state: dict[str, StackState] = {}
         self._round_counts: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -289,7 +286,7 @@ class RecourseSimulation:
             self.initial[name] = spec.initialise(self.train.n_features, init, device)
             generator = self.streams.torch(f"pretrain:{name}")
             jobs.append(self.initial[name].training_job(X[None], y[None], spec.pretrain, generator))
-        train_stacks(jobs, self.workers)
+        train_jobs(jobs, self.workers)
         rows = self._agent_rows()
         capacity = len(rows[0][1])
 
@@ -708,13 +705,11 @@ class RecourseSimulation:
             schedule = self.models[stack.model].retrain
             stream = self.streams.torch(f"retrain:{name}", round_number)
             rows = self._training_rows(state, round_number, stack.control)
-            m = classifier.n_members
+            if rows is None and not self.models[stack.model].trains_together:
+                rows = [(state.X[s], state.y[s]) for s in range(state.y.shape[0])]
             if rows is None:
                 idle = torch.nonzero(~retrain).flatten().tolist()
-                nets = [s * m + j for s in idle for j in range(m)]
-                restore.append(
-                    (classifier.nets, nets, classifier.nets.take(nets) if nets else None)
-                )
+                restore.append((classifier, idle, classifier.select(idle) if idle else None))
                 jobs[stack.control].append(
                     classifier.training_job(state.X, state.y, schedule, stream)
                 )
@@ -727,20 +722,22 @@ class RecourseSimulation:
                     X = torch.stack([rows[s][0] for s in slots])
                     y = torch.stack([rows[s][1] for s in slots])
                     generator = self.streams.torch(f"retrain:{name}", round_number, size)
-                    jobs[stack.control].append(part.training_job(X, y, schedule, generator))
-                    nets = [s * m + j for s in slots for j in range(m)]
-                    put_back.append((classifier.nets, nets, part.nets))
+                    keys = [self.systems[name][s].key for s in slots]
+                    jobs[stack.control].append(
+                        part.training_job(X, y, schedule, generator, keys=keys)
+                    )
+                    put_back.append((classifier, slots, part))
             state.retrained_round = torch.where(retrain, round_number, state.retrained_round)
             state.changed_since_retraining &= ~retrain
             state.labels_since_retraining = torch.where(retrain, 0, state.labels_since_retraining)
         # The control's stacks train apart: the others' jobs are shared out as without them.
         for control_jobs in jobs.values():
-            train_stacks(control_jobs, self.workers)
-        for nets, index, saved in restore:
+            train_jobs(control_jobs, self.workers)
+        for classifier, systems, saved in restore:
             if saved is not None:
-                nets.put(index, saved)
-        for nets, index, trained in put_back:
-            nets.put(index, trained)
+                classifier.put(systems, saved)
+        for classifier, systems, trained in put_back:
+            classifier.put(systems, trained)
 
     def _training_rows(self, state: StackState, round_number: int, control: bool):
         """Each system's training rows ``[(X, y)]``, or None when every system uses all rows.
@@ -994,8 +991,8 @@ class RecourseSimulation:
         """Everything a resumed run needs, as CPU tensors (loadable on any machine)."""
         state = {
             "round": self.round,
-            "initial": {k: v.nets.flat for k, v in self.initial.items()},
-            "classifiers": {k: v.nets.flat for k, v in self.classifiers.items()},
+            "initial": {k: v.state() for k, v in self.initial.items()},
+            "classifiers": {k: v.state() for k, v in self.classifiers.items()},
             "stacks": {k: v.as_dict() for k, v in self.state.items()},
             "generators": {name: g.state_dict() for name, g in self.generators.items()},
         }
@@ -1009,20 +1006,13 @@ class RecourseSimulation:
                 sorted(state["classifiers"]),
                 f"a checkpoint of the classifier stacks {list(self.stacks)}",
             )
+        d = self.train.n_features
         for name, spec in self.models.items():
-            architecture = spec.architecture(self.train.n_features)
-            self.initial[name] = StackedClassifier(
-                spec, StackedNetworks(architecture, spec.n_members, state["initial"][name]), 1
-            )
+            self.initial[name] = spec.restore(d, 1, state["initial"][name], self.device)
         for name, stack in self.stacks.items():
             spec = self.models[stack.model]
-            architecture = spec.architecture(self.train.n_features)
             n = len(self.systems[name])
-            self.classifiers[name] = StackedClassifier(
-                spec,
-                StackedNetworks(architecture, n * spec.n_members, state["classifiers"][name]),
-                n,
-            )
+            self.classifiers[name] = spec.restore(d, n, state["classifiers"][name], self.device)
             self.state[name] = StackState.from_dict(state["stacks"][name])
             self._round_counts[name] = self._fresh_counts(n)
         for name, generator in self.generators.items():

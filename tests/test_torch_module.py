@@ -360,7 +360,7 @@ def test_config_option_builds():
     spec = build(node, "model.torch_module")
     assert isinstance(spec, TorchModule)
     assert spec.factory.path == "recourse_sim.models.modules.mlp"
-    assert spec.factory.arguments == {"hidden_sizes": [32], "activation": "relu", "dropout": 0.0}
+    assert spec.factory.arguments == {}  # the factory's own defaults: 32 ReLU units
     assert spec.pretrain == TrainingSchedule(epochs=100) and spec.retrain == TrainingSchedule()
     assert spec.initialise(2, gen(0)).params["0.weight"].shape == (1, 32, 2)
     node.module.activation = "swish"
@@ -372,9 +372,6 @@ def test_config_override_with_own_factory():
     overrides = [
         "model=torch_module",
         "model.torch_module.module._target_=fixtures.modules.norm_silu",
-        "~model.torch_module.module.hidden_sizes",
-        "~model.torch_module.module.activation",
-        "~model.torch_module.module.dropout",
         "+model.torch_module.module.width=6",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
@@ -397,9 +394,6 @@ def test_cli_with_own_factory(tmp_path):
         "model.torch_module.n_members=2",
         "model.torch_module.pretrain.epochs=5",
         "model.torch_module.module._target_=fixtures.modules.with_dropout",
-        "~model.torch_module.module.hidden_sizes",
-        "~model.torch_module.module.activation",
-        "~model.torch_module.module.dropout",
         "+model.torch_module.module.width=4",
         f"hydra.run.dir={tmp_path}",
     ]

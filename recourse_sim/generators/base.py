@@ -145,7 +145,9 @@ class SearchProblem:
         factuals: Features of the chosen individuals, ``(S, B, d)`` float64 (model space).
         individual_ids: Stable ids ``(S, B)`` of the individuals (their rows in the population).
         system_keys: Stable integer key of each of the ``S`` systems (keys its random draws).
-        model: The classifiers of the ``S`` systems (a :class:`StackedClassifier`).
+        model: The classifiers of the ``S`` systems (a
+            :class:`~recourse_sim.models.base.Classifier`: built-in networks, torch modules or
+            scikit-learn estimators; only ``differentiable`` ones have gradients).
         space: The feature space (scaling, mutability, bounds, encodings).
         population_X: Each system's current training features ``(S, N, d)``, for generators that
             look at the data (MAD weights, target-class neighbours, generative models).
@@ -235,11 +237,12 @@ class Generator(ABC):
     def check_model(self, model: object) -> None:  # noqa: B027
         """Raise :class:`~recourse_sim.errors.ConfigError` if this generator cannot use ``model``.
 
-        ``model`` is a classifier specification (``configs/model``) or a trained
-        :class:`~recourse_sim.models.classifier.StackedClassifier`. Nothing is refused by
-        default; a generator restricted to some kinds of model (``n_feature``: linear ones)
-        refuses the others here, so a caller can check every (model, generator) pair before any
-        work starts; its :meth:`search` refuses them as well.
+        ``model`` is a model specification (``configs/model``) or a trained
+        :class:`~recourse_sim.models.base.Classifier`. Nothing is refused by default; a
+        generator restricted to some kinds of model (``n_feature``: linear ones,
+        ``feature_tweak``: scikit-learn's trees) refuses the others here, so a caller can check
+        every (model, generator) pair before any work starts; its :meth:`search` refuses them as
+        well. Models without gradients are refused by :attr:`needs_gradients`, not here.
         """
 
     def works_with(self, model: object) -> bool:

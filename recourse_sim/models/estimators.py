@@ -19,6 +19,7 @@ the same estimator; a continued estimator depends on its whole history and canno
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -89,6 +90,7 @@ class SklearnModel(ModelSpec):
                     "a classifier with fit(X, y) and predict_proba(X) (scikit-learn's protocol); "
                     f"{type(prototype).__name__} has no {method}",
                 )
+        self._check_parameters(prototype)
         if self.continue_training:
             self._check_continuable(prototype)
 
@@ -115,15 +117,49 @@ class SklearnModel(ModelSpec):
                 estimator.set_params(**dict.fromkeys(names, int(seed)))
         return estimator
 
+    def _check_parameters(self, prototype) -> None:
+        """Refuse bad argument values now, not at the first fit (after the run has started).
+
+        scikit-learn checks its estimators' parameters only in ``fit``; its own check
+        (``_validate_params``, where the estimator and its nested estimators, e.g. a pipeline's
+        steps, declare their constraints) runs here instead.
+        """
+        get_params = getattr(prototype, "get_params", None)
+        nested = list(get_params(deep=True).values()) if callable(get_params) else []
+        for part in [prototype, *nested]:
+            if isinstance(part, type) or not hasattr(part, "_parameter_constraints"):
+                continue  # not a scikit-learn estimator object (a step's name, a number, ...)
+            validate = getattr(part, "_validate_params", None)
+            if not callable(validate):
+                continue
+            try:
+                validate()
+            except (ValueError, TypeError) as error:
+                match = re.search(r"The '(\w+)' parameter", str(error))
+                name = match.group(1) if match else None
+                arguments = self.factory.arguments if self.factory is not None else {}
+                if part is prototype and name in arguments:
+                    raise ConfigError(
+                        f"model.estimator.{name}", arguments[name], f"a valid value: {error}"
+                    ) from None
+                raise ConfigError(
+                    "model.estimator", self.estimator_name, f"valid arguments: {error}"
+                ) from None
+
     def _check_continuable(self, prototype) -> None:
         if callable(getattr(prototype, "partial_fit", None)):
             return
         params = prototype.get_params() if callable(getattr(prototype, "get_params", None)) else {}
-        if "warm_start" in params and "n_estimators" not in params:
+        # An ensemble's warm_start (n_estimators, or max_iter of histogram gradient boosting)
+        # only adds members when their number grows; a linear model's starts from its last fit.
+        ensemble = "n_estimators" in params or type(prototype).__module__.startswith(
+            "sklearn.ensemble"
+        )
+        if "warm_start" in params and not ensemble:
             return
         reason = (
-            "its warm_start only adds estimators when n_estimators grows, so it would not learn "
-            "from the new rows"
+            "its warm_start only adds estimators (or iterations) when their number grows, so it "
+            "would not learn from the new rows"
             if "warm_start" in params
             else "it has neither partial_fit nor warm_start"
         )
@@ -238,6 +274,7 @@ class StackedEstimators(Classifier):
     def training_job(self, X, y, schedule, generator, keys=None) -> _FitJob:
         """Refit (or continue) each system on its rows.
 
+        ``X`` is ``(n_systems, n, d)``, or ``(1, n, d)`` or ``(n, d)``: rows every system shares.
         Each system's ``random_state`` is a hash of one draw of ``generator`` and the system's
         key (``keys``; default: its position), so it does not depend on which other systems
         are fitted in the same job (CONVENTIONS.md rule 7).
@@ -245,9 +282,15 @@ class StackedEstimators(Classifier):
         draw = int(torch.randint(0, 2**31, (1,), generator=generator))
         keys = torch.arange(self.n_systems) if keys is None else torch.as_tensor(keys)
         seeds = (counter_rng.hash_keys(draw, keys) % _SEED_LIMIT).tolist()
-        X = X.detach().cpu().numpy().astype(np.float64)
-        y = y.detach().cpu().numpy().astype(np.int64)
+        X = torch.as_tensor(X).detach().cpu().numpy().astype(np.float64)
+        y = torch.as_tensor(y).detach().cpu().numpy().astype(np.int64)
+        if X.ndim == 2:  # rows (n, d) shared by every system
+            X, y = X[None], y.reshape(1, -1)
         if X.shape[0] != self.n_systems:  # one shared set of rows
+            if X.shape[0] != 1:
+                raise ValueError(
+                    f"rows for {X.shape[0]} systems given to a classifier of {self.n_systems}"
+                )
             X = np.repeat(X, self.n_systems, axis=0)
             y = np.repeat(y, self.n_systems, axis=0)
         fits = [_Fit(X[s], y[s], seeds[s]) for s in range(self.n_systems)]
@@ -299,6 +342,8 @@ class StackedEstimators(Classifier):
 
     def state(self) -> dict:
         """Each system's last training rows and seed (a resumed run refits on them)."""
+        if any(f is None for f in self.fits):
+            raise RuntimeError("the estimator is not fitted yet: it has no state to store")
         return {
             "X": [torch.as_tensor(f.X) for f in self.fits],
             "y": [torch.as_tensor(f.y) for f in self.fits],
@@ -316,8 +361,10 @@ class _FitJob:
     def run(self, pool=None) -> None:
         """Fit every system (in worker processes where there are any)."""
         classifier = self.classifier
+        # A refit starts afresh: the previous estimator is only sent along to be continued.
+        continued = classifier.spec.continue_training
         calls = [
-            (_fit, (classifier.spec, classifier.estimators[s], fit))
+            (_fit, (classifier.spec, classifier.estimators[s] if continued else None, fit))
             for s, fit in enumerate(self.fits)
         ]
         if pool is None or pool.processes == 1:

@@ -19,7 +19,7 @@ class CachedProba:
     def __init__(self, reference_X: np.ndarray, reference_proba: np.ndarray, model):
         self.reference_X = reference_X
         self.reference_proba = reference_proba
-        self.model = model  # a single-system StackedClassifier
+        self.model = model  # a single-system Classifier (any model kind)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Probabilities of the favourable class at ``X``."""

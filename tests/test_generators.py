@@ -55,7 +55,8 @@ MODELS = {
         },
         pretrain={"epochs": 100},
     ),
-    # Models without gradients: only the gradient-free generators search on them.
+    # A model without gradients: only the gradient-free generators search on it (other
+    # scikit-learn models: tests/test_gradient_free.py, tests/test_sklearn_model.py).
     "sklearn_gbdt": SklearnModel(
         {
             "_target_": "sklearn.ensemble.GradientBoostingClassifier",
@@ -63,7 +64,6 @@ MODELS = {
             "max_depth": 2,
         }
     ),
-    "sklearn_logistic": SklearnModel({"_target_": "sklearn.linear_model.LogisticRegression"}),
 }
 
 

@@ -56,7 +56,16 @@ def test_the_section_has_a_torch_and_a_scikit_learn_example():
     assert len(_files()) >= 2
 
 
-@pytest.mark.parametrize("command", _commands())
+def _cases() -> list:
+    # A random forest with FeatureTweak costs most (every leaf of 50 trees is a candidate): in
+    # the slow step; the scikit-learn kind is also run through the CLI by test_sklearn_model.py.
+    return [
+        pytest.param(c, marks=pytest.mark.slow) if "RandomForest" in c else pytest.param(c)
+        for c in _commands()
+    ]
+
+
+@pytest.mark.parametrize("command", _cases())
 def test_readme_example_runs(command, tmp_path):
     for name, source in _files().items():
         (tmp_path / name).write_text(source)

@@ -233,14 +233,16 @@ def test_unusable_device_values_name_the_key(value):
         resolve_device(value)
 
 
-#: Generators for linear models only: they refuse the synthetic experiment's MLP (tested below).
-LINEAR_ONLY = {"n_feature"}
+#: Generators for some model kinds only, which refuse the synthetic experiment's MLP: n_feature
+#: (linear models, tested below) and feature_tweak (scikit-learn's trees; run through the CLI by
+#: tests/test_sklearn_model.py and tests/test_readme_models.py).
+MODEL_SPECIFIC = {"n_feature", "feature_tweak"}
 #: Every generator option (the no-recourse control included), not the `wachter` stub that only
 #: names its two replacements (tests/test_control.py).
 GENERATORS = sorted(
     p.stem
     for p in (Path(__file__).parents[1] / "configs/generator").glob("*.yaml")
-    if p.stem != "wachter" and p.stem not in LINEAR_ONLY
+    if p.stem != "wachter" and p.stem not in MODEL_SPECIFIC
 )
 
 

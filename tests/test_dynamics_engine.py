@@ -604,11 +604,11 @@ def test_adding_the_control_leaves_the_other_systems_retraining_unchanged():
 def training_rows(sim):
     """What each retraining job of a round trains on: ``(x1, y, x0)`` lists (x1 names agents).
 
-    Returns the per-round record and the ``train_stacks`` stand-in that fills it.
+    Returns the per-round record and the ``train_jobs`` stand-in that fills it.
     """
     seen: dict[int, list] = {}
     current = {}
-    original = engine_module.train_stacks
+    original = engine_module.train_jobs
 
     def recording(jobs, workers=None):
         if "round" in current:
@@ -630,7 +630,7 @@ def training_rows(sim):
 def retrained_on(sim, monkeypatch) -> dict[int, tuple]:
     """Run ``sim`` and return, per retraining round, its one job's ``(x1, y, x0)`` rows."""
     seen, recording = training_rows(sim)
-    monkeypatch.setattr(engine_module, "train_stacks", recording)
+    monkeypatch.setattr(engine_module, "train_jobs", recording)
     sim.run()
     assert all(len(jobs) == 1 for jobs in seen.values())
     return {t: jobs[0] for t, jobs in seen.items()}

@@ -9,16 +9,19 @@ they put the repository root on ``sys.path`` themselves, so the package need not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -301,3 +304,25 @@ def loglog_slope(rows: Sequence[Mapping[str, object]], x: str, y: str) -> float:
     import numpy as np
 
     return float(np.polyfit(np.log([r[x] for r in rows]), np.log([r[y] for r in rows]), 1)[0])
+
+
+@contextlib.contextmanager
+def git_worktree(revision: str) -> Iterator[Path]:
+    """A temporary detached ``git worktree`` of ``revision`` (removed again on exit)."""
+    path = Path(tempfile.mkdtemp(prefix="recourse_baseline_")) / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), revision],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(path)],
+            cwd=REPO_ROOT,
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(path.parent, ignore_errors=True)

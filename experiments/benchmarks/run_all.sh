@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark in turn; each writes results/<name>.csv and results/<name>.md (table, notes,
-# machine). About 35 minutes on a 2-core machine; `--quick` runs the smoke-test versions.
+# machine). About 30 minutes on a 2-core machine; `--quick` runs the smoke-test versions.
 # The dice-ml comparison needs the bench extra: pip install -e '.[bench]'
 #
 #   bash experiments/benchmarks/run_all.sh [--quick]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -30,3 +31,18 @@ def blobs(n_per_class: int = 60, std: float = 0.1, seed: int = 0, d: int = 2) ->
 @pytest.fixture
 def separable() -> Dataset:
     return blobs()
+
+
+def direct_mmd2(x, y, length_scale=0.5):
+    """The unbiased estimator written out as double loops over points."""
+    x = np.asarray(x, float).reshape(len(x), -1)
+    y = np.asarray(y, float).reshape(len(y), -1)
+
+    def k(a, b):
+        return math.exp(-float(((a - b) ** 2).sum()) / (2 * length_scale**2))
+
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy

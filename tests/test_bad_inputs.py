@@ -257,6 +257,25 @@ CONFIG_VALUES = [
     (["data=csv"], "data.path"),
     (["data=csv", "data.path=/nonexistent/loans.csv", "data.target=approved"], "data.path"),
     (["data=nope"], "data"),
+    # counterfactual training (model=mlp_ct)
+    (["model=mlp_ct", "model.mlp_ct.training=adversarial"], "model.mlp_ct.training"),
+    (["model=mlp_ct", "model.mlp_ct.outputs=3"], "model.mlp_ct.outputs"),
+    (
+        ["model=mlp_ct", "model.mlp_ct.counterfactual_training.ridge_weight=-1"],
+        "model.mlp_ct.counterfactual_training.ridge_weight",
+    ),
+    (
+        ["model=mlp_ct", "model.mlp_ct.counterfactual_training.search.generator=nice"],
+        "model.mlp_ct.counterfactual_training.search.generator",
+    ),
+    (
+        ["model=mlp_ct", "+model.mlp_ct.counterfactual_training.search.gravity_weight=1"],
+        "model.mlp_ct.counterfactual_training.search.gravity_weight",
+    ),
+    (
+        ["metrics=plausibility", "metrics.implausibility_distance.norm=l3"],
+        "metrics.implausibility_distance.norm",
+    ),
 ]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import direct_mmd2
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from hypothesis import given, settings
@@ -42,21 +43,6 @@ e = math.exp
 
 
 # --- MMD ------------------------------------------------------------------------------------
-
-
-def direct_mmd2(x, y, length_scale=0.5):
-    """The unbiased estimator written out as double loops over points."""
-    x = np.asarray(x, float).reshape(len(x), -1)
-    y = np.asarray(y, float).reshape(len(y), -1)
-
-    def k(a, b):
-        return math.exp(-float(((a - b) ** 2).sum()) / (2 * length_scale**2))
-
-    m, n = len(x), len(y)
-    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
-    return xx + yy - 2 * xy
 
 
 def test_kernel_is_exp_minus_two_d_squared_at_length_scale_half():
@@ -438,6 +424,8 @@ def synthetic_context(n_permutations=20):
         params_current=[np.ones((2, 3)), np.ones(3)],
         rng=rng,
         n_permutations=n_permutations,
+        moved=y == 0,  # the rows shifted above (plausibility metrics)
+        scale=np.array([2.0, 1.0]),
     )
 
 
@@ -448,7 +436,7 @@ def test_every_metric_config_builds_and_runs(option):
     ctx = synthetic_context()
     for name, node in nodes.items():
         metric = instantiate(node, name=name)
-        assert metric.name == name and metric.scope in ("domain", "model")
+        assert metric.name == name and metric.scope in ("domain", "model", "plausibility")
         result = metric(ctx)
         assert np.isfinite(result.value), name
         assert result.p_value is None or 0 <= result.p_value <= 1

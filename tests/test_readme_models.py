@@ -1,4 +1,5 @@
-"""The examples of README's "Your own model" section, run as a user runs them.
+"""The examples of README's "Your own model" and "Counterfactual training" sections, run as a user
+runs them.
 
 Each ``python`` block starting with ``# <file>.py`` is written to a scratch directory, and each
 ``python -m recourse_sim`` line of the section's ``bash`` blocks runs there through the real
@@ -19,11 +20,17 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
+#: The README sections whose examples run here.
+SECTIONS = ("## Your own model\n", "## Counterfactual training\n")
+
+
 def _section() -> str:
     text = (ROOT / "README.md").read_text()
-    start = text.index("## Your own model\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    parts = []
+    for heading in SECTIONS:
+        start = text.index(heading)
+        parts.append(text[start : text.index("\n## ", start + 1)])
+    return "\n".join(parts)
 
 
 def _blocks(language: str) -> list[str]:
@@ -78,7 +85,7 @@ def test_readme_example_runs(command, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = pd.read_csv(run_dir / "metrics.csv")
     model = next(a.split("=")[1] for a in args if a.startswith("model="))
-    assert set(metrics.model) == {model}
+    assert set(metrics.model) == {model.strip("[]")}
     # Every shift metric has a value, except perturbation of a model without parameters.
     shift = metrics[metrics.metric != "perturbation"]
     assert shift.value.notna().all(), shift[shift.value.isna()]

@@ -6,7 +6,7 @@
 #   bash experiments/benchmarks/run_all.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for name in synthetic_grid training_loop training_fast_path search_throughput mmd_scaling population_scaling credit_run dynamics; do
+for name in synthetic_grid training_loop training_fast_path search_throughput mmd_scaling population_scaling credit_run dynamics counterfactual_training; do
   echo "== $name"
   python "experiments/benchmarks/$name.py" "$@"
 done

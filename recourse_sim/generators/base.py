@@ -165,6 +165,11 @@ class SearchProblem:
             the target class (with a top-k decision policy it moves from one search to the
             next), or ``None`` (the default): the generator's own threshold applies. Only
             generators that aim at a threshold in closed form read it (``n_feature``).
+        nascent_radius: With a radius ε (z-score units, ∞-norm), gradient searches also return
+            each counterfactual's *nascent* form: the last point of its search path still
+            within ε of the factual (the factual itself if none is). Counterfactual training
+            uses these as adversarial examples (Altmeyer et al., SaTML 2026). ``None`` (the
+            default): not tracked.
     """
 
     factuals: torch.Tensor
@@ -179,6 +184,7 @@ class SearchProblem:
     target: int = 1
     population_mask: torch.Tensor | None = None
     threshold: torch.Tensor | None = None
+    nascent_radius: float | None = None
 
 
 def population_rows(problem: SearchProblem, system: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,12 +215,15 @@ class SearchResult:
         probabilities: ``(S, B, K)`` probability of the target class at each counterfactual.
         converged: ``(S, B)`` whether the generator's convergence criterion held at the end.
         n_iterations: ``(S, B)`` search steps taken.
+        nascent: ``(S, B, K, d)`` the nascent counterfactuals when the problem asked for them
+            (``nascent_radius``), else ``None``.
     """
 
     counterfactuals: torch.Tensor
     probabilities: torch.Tensor
     converged: torch.Tensor
     n_iterations: torch.Tensor
+    nascent: torch.Tensor | None = None
 
 
 class Generator(ABC):

@@ -218,10 +218,14 @@ class GradientGenerator(Generator):
         dropout_keys = self._dropout_keys(problem, S, B, K)
         threshold = self.validity_threshold
         position = space.initial
+        radius = problem.nascent_radius
+        nascent = None
 
         for iteration in range(self.max_iter + 1):
             position = position.detach().requires_grad_(True)
             x_cf = space.decode(position)
+            if radius is not None:  # every point of the path, the initial one included
+                nascent = self._nascent(x_cf, factuals, problem, radius, nascent)
             masks = self._dropout_masks(model, dropout_keys, iteration)
             self.begin_step(state, masks)
             logits = target_logits(x_cf, masks)
@@ -252,7 +256,30 @@ class GradientGenerator(Generator):
             probabilities = torch.sigmoid(target_logits(counterfactuals)).to(torch.float64)
             # The last check ran on the final state: whoever is still active never converged.
             converged = already | ~active
-        return SearchResult(counterfactuals, probabilities, converged, n_iterations)
+            if nascent is not None:
+                nascent = torch.where(already.view(S, B, 1, 1), factuals, nascent)
+        return SearchResult(counterfactuals, probabilities, converged, n_iterations, nascent)
+
+    @staticmethod
+    def _nascent(
+        x: torch.Tensor,
+        factuals: torch.Tensor,
+        problem: SearchProblem,
+        radius: float,
+        previous: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The last path point within ``radius`` (∞-norm, z-scores) of the factual.
+
+        CounterfactualTraining.jl keeps the last iterate of the search path inside the ball
+        (``get_last_valid_ae``); the path starts at the initial state, so the factual itself
+        stands in until a point inside it is seen (an individual that stopped no longer moves).
+        """
+        with torch.no_grad():
+            x = x.detach()
+            inside = ((x - factuals) / problem.space.scale).abs().amax(dim=-1) <= radius
+            if previous is None:
+                previous = factuals.expand_as(x)
+            return torch.where(inside.unsqueeze(-1), x, previous)
 
     def _search_space(self, problem: SearchProblem, factuals: torch.Tensor, K: int):
         """Where the search moves: z-score offsets of the features, or a VAE's latent space."""

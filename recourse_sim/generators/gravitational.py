@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from recourse_sim import checks
-from recourse_sim.generators.generic import GenericGenerator
+from recourse_sim.generators.generic import GenericGenerator, frobenius
 from recourse_sim.utils import counter_rng
 
 _NEIGHBOUR_STREAM = 0x6A41
@@ -70,5 +70,5 @@ class GravitationalGenerator(GenericGenerator):
     def penalty(self, counterfactuals, factuals, logits, state) -> torch.Tensor:
         """``λ₁·‖x − X'‖_F + λ₂·‖x̄* − X'‖_F`` per individual."""
         distance = super().penalty(counterfactuals, factuals, logits, state)
-        pull = (counterfactuals - state).flatten(2).pow(2).sum(-1).sqrt()
+        pull = frobenius(counterfactuals - state)
         return distance + self.gravity_weight * pull

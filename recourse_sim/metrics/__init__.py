@@ -1,4 +1,4 @@
-"""Shift metrics: each compares a system's current state with its initial one."""
+"""Shift and plausibility metrics of one system at one evaluation round."""
 
 from recourse_sim.metrics.base import EvaluationContext, Metric, MetricResult
 from recourse_sim.metrics.domain import DomainMMD
@@ -10,6 +10,7 @@ from recourse_sim.metrics.model import (
     Perturbation,
 )
 from recourse_sim.metrics.performance import F1Change
+from recourse_sim.metrics.plausibility import ImplausibilityDistance, ImplausibilityMMD
 
 __all__ = [
     "Decisiveness",
@@ -17,6 +18,8 @@ __all__ = [
     "DomainMMD",
     "EvaluationContext",
     "F1Change",
+    "ImplausibilityDistance",
+    "ImplausibilityMMD",
     "Metric",
     "MetricResult",
     "ModelMMD",

@@ -2,6 +2,9 @@
 
 Every metric compares the *current* state of one recourse system with its *initial* state (round
 0), never consecutive rounds, as in AlgorithmicRecourseDynamics.jl (Altmeyer et al., SaTML 2023).
+The plausibility metrics (:mod:`recourse_sim.metrics.plausibility`) are the exception: they
+compare the individuals that moved since the previous evaluation with the rest of the current
+target class.
 Metrics are plain callables configured through ``configs/metrics``; a new metric is one small
 class plus one YAML entry.
 
@@ -92,6 +95,11 @@ class EvaluationContext:
         p_value_form: ``"reference"`` (``#{null >= observed} / P``, the reference code's form,
             the default) or ``"corrected"`` (``(#{null >= observed} + 1) / (P + 1)``); the
             simulation passes ``simulation.p_value``.
+        moved: Boolean mask over the rows of ``train_X``: the individuals that moved on advice
+            since the previous evaluation round (their row is the counterfactual they
+            implemented). ``None`` when unknown (round 0: there is no previous evaluation).
+        scale: Per-feature z-score scale ``(d,)`` of the search space (1 for one-hot and binary
+            columns); ``None`` means 1 for every feature.
     """
 
     reference_X: np.ndarray
@@ -108,6 +116,8 @@ class EvaluationContext:
     target: int = 1
     n_permutations: int = 0
     p_value_form: str = "reference"
+    moved: np.ndarray | None = None
+    scale: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -125,7 +135,7 @@ class Metric(Protocol):
     """A shift metric: ``name`` and ``scope`` label its rows in ``metrics.csv``."""
 
     name: str
-    scope: str  # "domain" or "model"
+    scope: str  # "domain", "model" or "plausibility"
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
         """Compare the current with the initial state of one system."""

@@ -85,14 +85,19 @@ class DomainMMD:
             if not math.isfinite(value):
                 return MetricResult.missing("the linear MMD estimate is not finite")
             return MetricResult(value)
-        value, p_value = mmd_permutation_test(
-            x,
-            y,
-            context.n_permutations,
-            context.rng,
-            self.length_scale,
-            p_value_form=context.p_value_form,
-        )
-        if not math.isfinite(value):
-            return MetricResult.missing("the MMD estimate is not finite")
-        return MetricResult(value, p_value)
+        return mmd_with_p_value(x, y, context, self.length_scale)
+
+
+def mmd_with_p_value(x, y, context: EvaluationContext, length_scale: float) -> MetricResult:
+    """The unbiased squared MMD of ``x`` and ``y`` with the context's permutation p-value."""
+    value, p_value = mmd_permutation_test(
+        x,
+        y,
+        context.n_permutations,
+        context.rng,
+        length_scale,
+        p_value_form=context.p_value_form,
+    )
+    if not math.isfinite(value):
+        return MetricResult.missing("the MMD estimate is not finite")
+    return MetricResult(value, p_value)

@@ -124,11 +124,14 @@ class Classifier(ABC):
         schedule,
         generator: torch.Generator,
         keys: Sequence[int] | None = None,
+        space=None,
     ):
         """A job that trains each system on its own rows ``X[s]``, ``y[s]``, in place.
 
         ``keys`` are the systems' stable keys, for randomness that must not depend on which
-        other systems share the job (None: their positions).
+        other systems share the job (None: their positions). ``space`` is the data's
+        :class:`~recourse_sim.generators.base.FeatureSpace` (mutability, scaling, bounds), for
+        objectives that search counterfactuals while training (None: inferred from ``X``).
 
         Either a lockstep tuple for :func:`~recourse_sim.models.training.train_stacks` or a
         :class:`TrainingTask`; :func:`~recourse_sim.models.training.train_jobs` runs both.

@@ -28,6 +28,12 @@ import torch
 from recourse_sim import checks
 from recourse_sim.errors import ConfigError
 from recourse_sim.models.base import Classifier, ModelSpec
+from recourse_sim.models.counterfactual_training import (
+    CounterfactualTraining,
+    CounterfactualTrainingJob,
+    check_training,
+    warn_one_logit,
+)
 from recourse_sim.models.network import (
     Architecture,
     StackedNetworks,
@@ -36,7 +42,12 @@ from recourse_sim.models.network import (
     check_hidden_sizes,
     check_training_path,
 )
-from recourse_sim.models.training import TrainingJob, TrainingSchedule, train_stacks
+from recourse_sim.models.training import (
+    TrainingJob,
+    TrainingSchedule,
+    train_jobs,
+    train_with_objective,
+)
 from recourse_sim.utils.workers import WorkerPool
 
 
@@ -70,6 +81,16 @@ class ClassifierSpec(ModelSpec):
             gradients.
         training_path: ``auto`` (the hand-written fast path where it covers the activation,
             autograd otherwise), ``fast`` or ``autograd`` (same semantics, torch's gradients).
+        training: ``standard`` (the classification loss) or ``counterfactual`` (counterfactual
+            training, :mod:`~recourse_sim.models.counterfactual_training`, for pre-training and
+            every retraining; on the batched fast path or by autograd, as ``training_path``).
+        outputs: 1 (one logit, the reference study's networks) or 2 (one logit per class,
+            softmax: the counterfactual-training paper's networks; the energy terms then act on
+            the target class's own logit, which leaves the other free, so they do not cap the
+            model's confidence as they do on a single logit).
+        counterfactual_training: Its settings (keys of
+            :class:`~recourse_sim.models.counterfactual_training.CounterfactualTraining`, and
+            ``search``); keys left out keep the paper's defaults.
     """
 
     kind = "classifier"
@@ -84,8 +105,13 @@ class ClassifierSpec(ModelSpec):
         retrain: Mapping | TrainingSchedule | None = None,
         dropout_in_search: bool = True,
         training_path: str = "auto",
+        training: str = "standard",
+        counterfactual_training: Mapping | CounterfactualTraining | None = None,
+        outputs: int = 1,
     ):
         self.hidden_sizes = check_hidden_sizes("model.hidden_sizes", hidden_sizes)
+        self.outputs = checks.integer("model.outputs", outputs, minimum=1)
+        checks.check_choice("model.outputs", self.outputs, (1, 2))
         self.activation = check_activation("model.activation", activation)
         self.dropout = check_dropout("model.dropout", dropout)
         self.n_members = checks.integer("model.n_members", n_members, minimum=1)
@@ -95,6 +121,12 @@ class ClassifierSpec(ModelSpec):
         self.training_path = check_training_path(
             "model.training_path", training_path, self.activation
         )
+        self.training = check_training("model.training", training)
+        self.counterfactual_training = CounterfactualTraining.from_config(
+            "model.counterfactual_training", counterfactual_training
+        )
+        if self.training == "counterfactual" and self.outputs == 1:
+            warn_one_logit("model.outputs=2")
 
     def architecture(self, input_dim: int) -> Architecture:
         """The network layout for ``input_dim`` features."""
@@ -103,6 +135,7 @@ class ClassifierSpec(ModelSpec):
             self.hidden_sizes,
             self.activation,
             self.dropout,
+            output_dim=self.outputs,
             training_path=self.training_path,
         )
 
@@ -134,7 +167,13 @@ class ClassifierSpec(ModelSpec):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(hidden_sizes={list(self.hidden_sizes)}, "
-            f"activation={self.activation!r}, dropout={self.dropout}, n_members={self.n_members})"
+            f"activation={self.activation!r}, dropout={self.dropout}, n_members={self.n_members}"
+            + (f", outputs={self.outputs}" if self.outputs != 1 else "")
+            + (
+                f", training=counterfactual [{self.counterfactual_training.describe()}])"
+                if self.training == "counterfactual"
+                else ")"
+            )
         )
 
 
@@ -143,9 +182,23 @@ class LogisticRegression(ClassifierSpec):
 
     kind = "logistic"
 
-    def __init__(self, pretrain=None, retrain=None, training_path: str = "auto"):
+    def __init__(
+        self,
+        pretrain=None,
+        retrain=None,
+        training_path: str = "auto",
+        training: str = "standard",
+        counterfactual_training: Mapping | None = None,
+        outputs: int = 1,
+    ):
         super().__init__(
-            hidden_sizes=(), pretrain=pretrain, retrain=retrain, training_path=training_path
+            hidden_sizes=(),
+            pretrain=pretrain,
+            retrain=retrain,
+            training_path=training_path,
+            training=training,
+            counterfactual_training=counterfactual_training,
+            outputs=outputs,
         )
 
 
@@ -163,6 +216,9 @@ class MLP(ClassifierSpec):
         retrain=None,
         dropout_in_search: bool = True,
         training_path: str = "auto",
+        training: str = "standard",
+        counterfactual_training: Mapping | None = None,
+        outputs: int = 1,
     ):
         super().__init__(
             hidden_sizes,
@@ -173,6 +229,9 @@ class MLP(ClassifierSpec):
             retrain,
             dropout_in_search,
             training_path,
+            training,
+            counterfactual_training,
+            outputs,
         )
 
 
@@ -191,6 +250,9 @@ class DeepEnsemble(ClassifierSpec):
         retrain=None,
         dropout_in_search: bool = True,
         training_path: str = "auto",
+        training: str = "standard",
+        counterfactual_training: Mapping | None = None,
+        outputs: int = 1,
     ):
         super().__init__(
             hidden_sizes,
@@ -201,6 +263,9 @@ class DeepEnsemble(ClassifierSpec):
             retrain,
             dropout_in_search,
             training_path,
+            training,
+            counterfactual_training,
+            outputs,
         )
 
 
@@ -265,7 +330,7 @@ class StackedClassifier(Classifier):
 
         ``pool`` shares the networks between processes (see :func:`train_lockstep`).
         """
-        train_stacks([self.training_job(X, y, schedule, generator)], pool)
+        train_jobs([self.training_job(X, y, schedule, generator)], pool)
         return self
 
     def training_job(
@@ -275,13 +340,29 @@ class StackedClassifier(Classifier):
         schedule: TrainingSchedule,
         generator: torch.Generator,
         keys: Sequence[int] | None = None,
-    ) -> TrainingJob:
-        """What :meth:`fit` trains, for :func:`train_stacks` (several classifiers at once).
+        space=None,
+    ) -> TrainingJob | CounterfactualTrainingJob:
+        """What :meth:`fit` trains, for :func:`train_jobs` (several classifiers at once).
 
         ``keys`` (the systems' keys) are not needed: every network's randomness (its dropout
-        stream) is drawn in network order from ``generator``.
+        stream) is drawn in network order from ``generator``. ``space`` (the data's
+        :class:`~recourse_sim.generators.base.FeatureSpace`) is what counterfactual training
+        searches in; standard training does not need it.
         """
+        if self.spec.training == "counterfactual":
+            return CounterfactualTrainingJob(
+                self, X, y, schedule, generator, space, self._train_with_objective
+            )
         return (self.nets, self._per_net(X), self._per_net(y), schedule, generator)
+
+    def _train_with_objective(self, X, y, schedule, generator, objective) -> None:
+        """The autograd loop with ``objective``'s extra terms, every network in this process."""
+        seeds = None
+        if self.nets.architecture.dropout > 0:
+            seeds = torch.randint(0, 2**62, (self.nets.n_nets,), generator=generator).tolist()
+        X = self._per_net(X.to(device=self.device, dtype=torch.float32))
+        y = self._per_net(y.to(device=self.device))
+        train_with_objective(self.nets, X, y, schedule, seeds, objective)
 
     def replicate(self, n_systems: int) -> StackedClassifier:
         """``n_systems`` independent copies of this single system."""

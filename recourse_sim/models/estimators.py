@@ -271,13 +271,13 @@ class StackedEstimators(Classifier):
         """The log-odds of :meth:`proba` (not differentiable: these models have no gradients)."""
         return torch.logit(self.proba(X))
 
-    def training_job(self, X, y, schedule, generator, keys=None) -> _FitJob:
+    def training_job(self, X, y, schedule, generator, keys=None, space=None) -> _FitJob:
         """Refit (or continue) each system on its rows.
 
         ``X`` is ``(n_systems, n, d)``, or ``(1, n, d)`` or ``(n, d)``: rows every system shares.
         Each system's ``random_state`` is a hash of one draw of ``generator`` and the system's
         key (``keys``; default: its position), so it does not depend on which other systems
-        are fitted in the same job (CONVENTIONS.md rule 7).
+        are fitted in the same job (CONVENTIONS.md rule 7). ``space`` is not needed.
         """
         draw = int(torch.randint(0, 2**31, (1,), generator=generator))
         keys = torch.arange(self.n_systems) if keys is None else torch.as_tensor(keys)

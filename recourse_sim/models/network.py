@@ -66,9 +66,23 @@ def check_training_path(key: str, value: object, activation: str) -> str:
     return value
 
 
+def binary_logit(outputs: torch.Tensor) -> torch.Tensor:
+    """The logit of class 1 from a classifier's outputs ``(..., k)``.
+
+    One logit (k = 1) is returned as it is; of two class logits (k = 2), their difference.
+    """
+    if outputs.shape[-1] == 2:
+        return outputs[..., 1] - outputs[..., 0]
+    return outputs.squeeze(-1)
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """Layer sizes ``(d, h_1, ..., h_k, output_dim)``; classifiers emit one logit."""
+    """Layer sizes ``(d, h_1, ..., h_k, output_dim)``.
+
+    Classifiers emit one logit (``output_dim=1``, the reference study's networks) or one logit
+    per class (``output_dim=2``, softmax: the counterfactual-training paper's networks).
+    """
 
     input_dim: int
     hidden_sizes: tuple[int, ...] = ()
@@ -241,8 +255,10 @@ class StackedNetworks:
 
         Differentiable with respect to ``X`` (used by the counterfactual search). ``masks`` applies
         dropout after each hidden activation; ``flat`` evaluates other parameters of this layout.
+        A network with two outputs emits one logit per class; its logit is their difference
+        (the softmax probability of class 1 is the sigmoid of it).
         """
-        return self.forward(X, masks, flat).squeeze(-1)
+        return binary_logit(self.forward(X, masks, flat))
 
     def forward(
         self,

@@ -53,8 +53,19 @@ from recourse_sim import checks
 from recourse_sim.errors import ConfigError
 from recourse_sim.models.base import Classifier, ModelSpec
 from recourse_sim.models.classifier import schedule_from
+from recourse_sim.models.counterfactual_training import (
+    CounterfactualTraining,
+    CounterfactualTrainingJob,
+    check_training,
+    warn_one_logit,
+)
 from recourse_sim.models.factory import Factory
-from recourse_sim.models.training import TrainingSchedule, _step_counts, adam_step
+from recourse_sim.models.training import (
+    TrainingObjective,
+    TrainingSchedule,
+    _step_counts,
+    adam_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +95,9 @@ class TorchModule(ModelSpec):
         retrain: Schedule of each round's warm-start retraining.
         vectorise: ``auto``: all networks in one :func:`torch.func.vmap` call where the module
             allows it, else one after the other; ``never``: always one after the other.
+        training: ``standard`` or ``counterfactual`` (counterfactual training, see
+            :mod:`~recourse_sim.models.counterfactual_training`).
+        counterfactual_training: Its settings; keys left out keep the paper's defaults.
     """
 
     kind = "torch_module"
@@ -100,6 +114,8 @@ class TorchModule(ModelSpec):
         pretrain: Mapping | TrainingSchedule | None = None,
         retrain: Mapping | TrainingSchedule | None = None,
         vectorise: str = "auto",
+        training: str = "standard",
+        counterfactual_training: Mapping | CounterfactualTraining | None = None,
     ):
         self.factory = Factory("model.module", module, reserved=("n_features",))
         if not self.factory.accepts("n_features"):
@@ -119,6 +135,12 @@ class TorchModule(ModelSpec):
         checks.text("model.vectorise", vectorise, allowed)
         checks.check_choice("model.vectorise", vectorise, VECTORISE)
         self.vectorise = vectorise
+        self.training = check_training("model.training", training)
+        self.counterfactual_training = CounterfactualTraining.from_config(
+            "model.counterfactual_training", counterfactual_training
+        )
+        if self.training == "counterfactual":
+            warn_one_logit("a built-in model with outputs=2")
 
     def build_module(self, input_dim: int, seed: int = 0) -> nn.Module:
         """One module from the factory, on the CPU, its initial weights drawn with ``seed``.
@@ -236,7 +258,12 @@ class TorchModule(ModelSpec):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(module={self.factory!r}, n_members={self.n_members}, "
-            f"vectorise={self.vectorise!r})"
+            f"vectorise={self.vectorise!r}"
+            + (
+                f", training=counterfactual [{self.counterfactual_training.describe()}])"
+                if self.training == "counterfactual"
+                else ")"
+            )
         )
 
 
@@ -485,15 +512,30 @@ class StackedModules(Classifier):
         schedule: TrainingSchedule,
         generator: torch.Generator,
         keys: Sequence[int] | None = None,
-    ) -> TorchModuleTraining:
+        space=None,
+    ) -> TorchModuleTraining | CounterfactualTrainingJob:
         """A task training each system on its own rows ``X[s]``, ``y[s]`` (in this process).
 
         ``keys`` are not needed: each network's random stream is drawn in network order.
+        ``space`` is the feature space counterfactual training searches in.
 
         The per-network seeds of the module's own random operations are drawn from
         ``generator`` here (none when there is nothing to train).
         """
+        if self.spec.training == "counterfactual":
+            return CounterfactualTrainingJob(
+                self, X, y, schedule, generator, space, self._train_with_objective
+            )
         return TorchModuleTraining(self, X, y, schedule, generator)
+
+    def _train_with_objective(self, X, y, schedule, generator, objective) -> None:
+        """The training loop with ``objective``'s extra terms."""
+        if not self.params or self.n_nets == 0:
+            return
+        seeds = torch.randint(0, 2**62, (self.n_nets,), generator=generator).tolist()
+        X = self._per_net(X.to(device=self.device, dtype=self.dtype))
+        y = self._per_net(y.to(device=self.device, dtype=self.dtype))
+        self._train(X, y, schedule, seeds, objective)
 
     def fit(
         self,
@@ -508,7 +550,12 @@ class StackedModules(Classifier):
         return self
 
     def _train(
-        self, X: torch.Tensor, y: torch.Tensor, schedule: TrainingSchedule, seeds: list[int]
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        schedule: TrainingSchedule,
+        seeds: list[int],
+        objective: TrainingObjective | None = None,
     ) -> None:
         """The training loop (see the module docstring), in place.
 
@@ -517,10 +564,14 @@ class StackedModules(Classifier):
             y: Labels ``(n_nets, N)`` in {0, 1}.
             schedule: Epochs, batch size and learning rate.
             seeds: One seed per network for the module's own random operations.
+            objective: Extra loss terms (counterfactual training); their points are evaluated
+                in eval mode, apart from the batch, so they never enter its batch statistics.
         """
         n_rows = X.shape[1]
         batch = int(schedule.batch_size)
         lr = float(schedule.learning_rate)
+        n_batches = -(-n_rows // batch)
+        class_weight = 1.0 if objective is None else float(objective.class_weight)
         device = self.device
         streams = _Streams(seeds, device)
         leaves = {k: v.detach().requires_grad_(True) for k, v in self.params.items()}
@@ -531,9 +582,13 @@ class StackedModules(Classifier):
         try:
             with streams.forked():
                 for epoch in range(int(schedule.epochs)):
-                    steps = _step_counts(epoch, -(-n_rows // batch), device)
-                    for step, start in zip(steps, range(0, n_rows, batch), strict=True):
+                    if objective is not None:
+                        objective.start_epoch(epoch, int(schedule.epochs), n_batches)
+                    steps = _step_counts(epoch, n_batches, device)
+                    batches = enumerate(zip(steps, range(0, n_rows, batch), strict=True))
+                    for index, (step, start) in batches:
                         stop = min(start + batch, n_rows)
+                        extra = None if objective is None else objective.inputs(index)
                         with torch.enable_grad():
                             logits = self._forward(
                                 "train", leaves, self.buffers, X[:, start:stop], streams
@@ -541,8 +596,17 @@ class StackedModules(Classifier):
                             losses = F.binary_cross_entropy_with_logits(
                                 logits, y[:, start:stop].to(logits.dtype), reduction="none"
                             )
+                            total = losses.mean(dim=1)
+                            if class_weight != 1.0:
+                                total = class_weight * total
+                            if extra is not None:
+                                at = self._forward(
+                                    "eval", leaves, self.buffers, extra.to(self.dtype), streams
+                                )
+                                at = at.to(total.dtype).unsqueeze(-1)  # one logit per row
+                                total = total + objective.loss(index, at)
                             grads = torch.autograd.grad(
-                                losses.mean(dim=1).sum(),
+                                total.sum(),
                                 [leaves[k] for k in names],
                                 allow_unused=True,
                             )

@@ -21,13 +21,14 @@ dropout masks, Adam) with torch computing the gradient.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from recourse_sim import checks
 from recourse_sim.models.activations import ACTIVATIONS
-from recourse_sim.models.network import StackedNetworks
+from recourse_sim.models.network import StackedNetworks, binary_logit
 from recourse_sim.utils.workers import WorkerPool, balanced_slices
 
 
@@ -181,10 +182,65 @@ def _train(
     try:
         if not nets.architecture.trains_fast:
             _train_autograd(nets, X, y, schedule, seeds)
-        elif int(schedule.batch_size) == 1:
+        elif int(schedule.batch_size) == 1 and nets.architecture.output_dim == 1:
             _train_per_sample(nets, X, y, schedule, seeds)
         else:
             _train_batched(nets, X, y, schedule, seeds)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+class TrainingObjective(Protocol):
+    """Extra loss terms of a training objective beyond the classification loss (autograd paths).
+
+    The training loop calls :meth:`start_epoch` before each epoch's first step, then for each
+    mini-batch asks :meth:`inputs` for the extra points its terms evaluate and passes the
+    networks' logits at them to :meth:`loss`.
+    """
+
+    #: Weight of the classification loss (mean binary cross-entropy over the batch).
+    class_weight: float
+
+    def start_epoch(self, epoch: int, n_epochs: int, n_batches: int) -> None:
+        """Prepare the epoch (e.g. search counterfactuals with the current weights)."""
+
+    def inputs(self, batch: int) -> torch.Tensor | None:
+        """Extra points ``(n_nets, m, d)`` for batch ``batch`` of the epoch, or None."""
+
+    def loss(self, batch: int, outputs: torch.Tensor) -> torch.Tensor:
+        """Each network's extra loss ``(n_nets,)`` from its outputs ``(n_nets, m, k)`` there.
+
+        ``k`` is 1 (one logit) or 2 (one logit per class).
+        """
+
+    def output_gradient(self, batch: int, outputs: torch.Tensor) -> torch.Tensor:
+        """The derivative of :meth:`loss` with respect to those outputs ``(n_nets, m, k)``.
+
+        The hand-written fast path back-propagates it.
+        """
+
+
+def train_with_objective(
+    nets: StackedNetworks,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    schedule: TrainingSchedule,
+    seeds: list[int] | None,
+    objective: TrainingObjective,
+) -> None:
+    """Train every network of ``nets`` in place with ``objective``'s extra terms.
+
+    The hand-written batched path back-propagates the objective's logit gradients where it
+    covers the activation (``training_path`` ``auto`` or ``fast``; batch size 1 included, as
+    batches of one row plus the objective's points); autograd does otherwise. Both give the same
+    steps up to float rounding.
+    """
+    torch.set_flush_denormal(True)  # as in _train
+    try:
+        if nets.architecture.trains_fast:
+            _train_batched(nets, X, y, schedule, seeds, objective)
+        else:
+            _train_autograd(nets, X, y, schedule, seeds, objective)
     finally:
         torch.set_flush_denormal(False)
 
@@ -195,36 +251,63 @@ def _train_autograd(
     y: torch.Tensor,
     schedule: TrainingSchedule,
     seeds: list[int] | None,
+    objective: TrainingObjective | None = None,
 ) -> None:
     """Any architecture and batch size: the same steps as the fast paths, gradients by autograd.
 
     Each network's loss is the mean binary cross-entropy over its own batch; summing the
     networks' losses leaves each network's gradient its own. Dropout masks are drawn exactly as
     on the fast paths, so both paths agree even with dropout.
+
+    An ``objective`` adds its terms to each network's loss. Their points are evaluated in the
+    same forward pass as the batch, without dropout (deterministic terms; the batch's own rows
+    keep their masks).
     """
     X = X.to(torch.float32).contiguous()
     y = y.to(torch.float32).contiguous()
     n_rows = X.shape[1]
     batch = int(schedule.batch_size)
     lr = float(schedule.learning_rate)
+    n_batches = -(-n_rows // batch)
+    class_weight = 1.0 if objective is None else float(objective.class_weight)
     exp_avg = torch.zeros_like(nets.flat)
     exp_avg_sq = torch.zeros_like(nets.flat)
     streams = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
     for epoch in range(int(schedule.epochs)):
+        if objective is not None:
+            objective.start_epoch(epoch, int(schedule.epochs), n_batches)
         masks = None if streams is None else nets.dropout_masks(n_rows, streams)
-        steps = _step_counts(epoch, -(-n_rows // batch), nets.flat.device)
-        for step, start in zip(steps, range(0, n_rows, batch), strict=True):
+        steps = _step_counts(epoch, n_batches, nets.flat.device)
+        for index, (step, start) in enumerate(zip(steps, range(0, n_rows, batch), strict=True)):
             stop = min(start + batch, n_rows)
+            extra = None if objective is None else objective.inputs(index)
             with torch.enable_grad():
                 flat = nets.flat.detach().requires_grad_(True)
                 batch_masks = None if masks is None else [m[:, start:stop] for m in masks]
-                logits = nets.logits(X[:, start:stop], batch_masks, flat=flat)
+                points = X[:, start:stop]
+                if extra is not None:
+                    points = torch.cat([points, extra], dim=1)
+                    if batch_masks is not None:
+                        batch_masks = [_unmasked(m, extra.shape[1]) for m in batch_masks]
+                outputs = nets.forward(points, batch_masks, flat=flat)
+                logits = binary_logit(outputs)
                 losses = F.binary_cross_entropy_with_logits(
-                    logits, y[:, start:stop], reduction="none"
+                    logits[:, : stop - start], y[:, start:stop], reduction="none"
                 )
-                (grad,) = torch.autograd.grad(losses.mean(dim=1).sum(), flat)
+                total = losses.mean(dim=1)
+                if class_weight != 1.0:
+                    total = class_weight * total
+                if extra is not None:
+                    total = total + objective.loss(index, outputs[:, stop - start :])
+                (grad,) = torch.autograd.grad(total.sum(), flat)
             with torch.no_grad():
                 adam_step(nets.flat, grad, exp_avg, exp_avg_sq, step, lr)
+
+
+def _unmasked(mask: torch.Tensor, extra_rows: int) -> torch.Tensor:
+    """A batch's dropout mask ``(n, b, h)`` followed by all-ones rows for ``extra_rows`` points."""
+    ones = mask.new_ones(mask.shape[0], extra_rows, mask.shape[2])
+    return torch.cat([mask, ones], dim=1)
 
 
 def _train_batched(
@@ -233,8 +316,13 @@ def _train_batched(
     y: torch.Tensor,
     schedule: TrainingSchedule,
     seeds: list[int] | None,
+    objective: TrainingObjective | None = None,
 ) -> None:
-    """Any batch size: forward and hand-written backward pass over all networks at once."""
+    """Any batch size: forward and hand-written backward pass over all networks at once.
+
+    An ``objective``'s points join the batch's rows in the same passes (without dropout), their
+    logit gradients coming from :meth:`TrainingObjective.logit_gradient`.
+    """
     X = X.to(torch.float32).contiguous()
     y = y.to(torch.float32).unsqueeze(-1).contiguous()  # (n_nets, N, 1), shaped like the logits
     n_rows = X.shape[1]
@@ -251,27 +339,51 @@ def _train_batched(
     weights_t = [w.transpose(1, 2) for w in nets.weights]
     grad_biases = [g.unsqueeze(1) for g in grad_biases]
     streams = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
+    n_batches = -(-n_rows // batch)
+    class_weight = 1.0 if objective is None else float(objective.class_weight)
+    two_outputs = None
+    if arch.output_dim == 2:
+        two_outputs = torch.tensor([-1.0, 1.0], device=nets.flat.device)
     with torch.no_grad():
         for epoch in range(int(schedule.epochs)):
+            if objective is not None:
+                objective.start_epoch(epoch, int(schedule.epochs), n_batches)
             masks = None if streams is None else nets.dropout_masks(n_rows, streams)
-            steps = _step_counts(epoch, -(-n_rows // batch), nets.flat.device)
-            for step, start in zip(steps, range(0, n_rows, batch), strict=True):
+            steps = _step_counts(epoch, n_batches, nets.flat.device)
+            for index, (step, start) in enumerate(zip(steps, range(0, n_rows, batch), strict=True)):
                 stop = min(start + batch, n_rows)
+                extra = None if objective is None else objective.inputs(index)
                 # Forward pass, keeping each layer's input and activation slope for the backward
                 # pass. Every operation covers all networks at once; none allocates gradients.
                 inputs = [X[:, start:stop]]
+                if extra is not None:
+                    inputs = [torch.cat([inputs[0], extra.to(X.dtype)], dim=1)]
                 gates = []
                 for layer in range(n_hidden):
                     pre = torch.baddbmm(biases[layer], inputs[-1], nets.weights[layer])
                     mask = None if masks is None else masks[layer][:, start:stop]
+                    if mask is not None and extra is not None:
+                        mask = _unmasked(mask, extra.shape[1])
                     act, gate = activate(pre, mask)
                     gates.append(gate)
                     inputs.append(act)
                 logit = torch.baddbmm(biases[-1], inputs[-1], nets.weights[-1])
                 # d(mean BCE-with-logits)/d(logit) = (sigmoid(logit) - y) / batch size.
-                delta = torch.sigmoid(logit).sub_(y[:, start:stop])
-                if stop - start > 1:
-                    delta.div_(stop - start)
+                if extra is None and two_outputs is None:
+                    delta = torch.sigmoid(logit).sub_(y[:, start:stop])
+                    if stop - start > 1:
+                        delta.div_(stop - start)
+                else:
+                    rows = stop - start
+                    z = logit[:, :rows] if two_outputs is None else binary_logit(logit[:, :rows])
+                    if two_outputs is not None:
+                        z = z.unsqueeze(-1)
+                    delta = torch.sigmoid(z).sub_(y[:, start:stop]).mul_(class_weight / rows)
+                    if two_outputs is not None:  # d z / d(o_0, o_1) = (-1, 1)
+                        delta = delta * two_outputs
+                    if extra is not None:
+                        extra_delta = objective.output_gradient(index, logit[:, rows:])
+                        delta = torch.cat([delta, extra_delta], dim=1)
                 for layer in range(n_hidden, -1, -1):
                     torch.bmm(inputs[layer].transpose(1, 2), delta, out=grad_weights[layer])
                     torch.sum(delta, dim=1, keepdim=True, out=grad_biases[layer])

@@ -146,18 +146,21 @@ class Recorder:
         """Record why metric values are missing (empty ``value`` in ``metrics.csv``; rule 2).
 
         Each row names ``repetition, round, model, generator, metric`` and a ``reason``; the reason
-        also goes to the log (a warning the first time a metric of a model and generator is
-        missing for a reason, at debug level after that: a non-parametric model has no
-        perturbation in any round), and the reports list these rows.
+        also goes to the log (a warning the first time a metric is missing for a reason, at
+        debug level after that, for any system: a non-parametric model has no perturbation in
+        any round, no plausibility metric has a value at round 0), and the reports list these
+        rows.
         """
         logged = self._logged_missing
         for row in rows:
-            key = (row["metric"], row["model"], row["generator"], row["reason"])
+            key = (row["metric"], row["reason"])
             level = logging.DEBUG if key in logged else logging.WARNING
             logged.add(key)
+            first = level == logging.WARNING
             log.log(
                 level,
-                "%s is missing for %s/%s, repetition %s, round %s: %s",
+                "%s is missing for %s/%s, repetition %s, round %s: %s"
+                + (" (any other system with this reason: see missing_values.csv)" if first else ""),
                 row["metric"],
                 row["model"],
                 row["generator"],

@@ -285,7 +285,11 @@ class RecourseSimulation:
             init = self.streams.torch(f"init:{name}")  # a CPU stream: same weights on any device
             self.initial[name] = spec.initialise(self.train.n_features, init, device)
             generator = self.streams.torch(f"pretrain:{name}")
-            jobs.append(self.initial[name].training_job(X[None], y[None], spec.pretrain, generator))
+            jobs.append(
+                self.initial[name].training_job(
+                    X[None], y[None], spec.pretrain, generator, space=self.space
+                )
+            )
         train_jobs(jobs, self.workers)
         rows = self._agent_rows()
         capacity = len(rows[0][1])
@@ -711,7 +715,7 @@ class RecourseSimulation:
                 idle = torch.nonzero(~retrain).flatten().tolist()
                 restore.append((classifier, idle, classifier.select(idle) if idle else None))
                 jobs[stack.control].append(
-                    classifier.training_job(state.X, state.y, schedule, stream)
+                    classifier.training_job(state.X, state.y, schedule, stream, space=self.space)
                 )
             else:
                 by_size: dict[int, list[int]] = {}
@@ -724,7 +728,7 @@ class RecourseSimulation:
                     generator = self.streams.torch(f"retrain:{name}", round_number, size)
                     keys = [self.systems[name][s].key for s in slots]
                     jobs[stack.control].append(
-                        part.training_job(X, y, schedule, generator, keys=keys)
+                        part.training_job(X, y, schedule, generator, keys=keys, space=self.space)
                     )
                     put_back.append((classifier, slots, part))
             state.retrained_round = torch.where(retrain, round_number, state.retrained_round)
@@ -832,9 +836,15 @@ class RecourseSimulation:
         so far, at its current features (agents that left keep the features they left with).
         """
         n_permutations = self.config.n_permutations if round_number > 0 else 0
+        # Plausibility metrics look at who moved on advice since the previous evaluation round.
+        previous = max(
+            (t for t in range(round_number) if self.config.is_evaluation_round(t)), default=None
+        )
+        scale = self.space.scale.cpu().numpy()
         calls = []
         for name, classifier in self.classifiers.items():
             state = self.state[name]
+            acted = state.acted_round.cpu()
             initial = self.initial[self.stacks[name].model]
             initial_reference = initial.proba(self.reference_X)[0].cpu().numpy().astype(np.float64)
             current_reference = classifier.proba(self.reference_X).cpu().numpy().astype(np.float64)
@@ -846,8 +856,10 @@ class RecourseSimulation:
             for system in self.systems[name]:
                 rows = state.rows_of(system.slot, round_number)
                 train_X, train_y = populations[system.slot], labels[system.slot]
+                moved = None if previous is None else acted[system.slot] > previous
                 if rows is not None:
                     train_X, train_y = train_X[rows.cpu()], train_y[rows.cpu()]
+                    moved = None if moved is None else moved[rows.cpu()]
                 context = EvaluationContext(
                     reference_X=self.reference_X,
                     reference_y=self.reference_y,
@@ -866,6 +878,8 @@ class RecourseSimulation:
                     rng=np.random.default_rng(0),
                     n_permutations=n_permutations,
                     p_value_form=self.config.p_value,
+                    moved=None if moved is None else moved.numpy(),
+                    scale=scale,
                 )
                 streams = {
                     metric: self.streams.numpy(

@@ -113,7 +113,7 @@ def test_chunks_do_not_change_the_distance(norm, monkeypatch):
 def test_missing_values_say_why(metric, changes, reason):
     result = metric(context(**changes))
     assert result.is_missing and result.p_value is None
-    if isinstance(metric, ImplausibilityMMD) and reason.startswith(("nobody", "no row")):
+    if isinstance(metric, ImplausibilityMMD) and reason.startswith("no row"):
         reason = "fewer than two rows to compare"  # the MMD needs two rows on each side
     assert reason in result.reason
 

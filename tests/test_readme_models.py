@@ -63,11 +63,17 @@ def test_the_section_has_a_torch_and_a_scikit_learn_example():
     assert len(_files()) >= 2
 
 
+def _slow(command: str) -> bool:
+    # A random forest with FeatureTweak costs most (every leaf of 50 trees is a candidate); the
+    # scikit-learn kind is also run through the CLI by test_sklearn_model.py. Counterfactual
+    # training on credit searches 33-dimensional counterfactuals every epoch; the preset's test
+    # (test_counterfactual_training.py) runs the same code on circles.
+    return "RandomForest" in command or ("data=credit" in command and "counterfactual" in command)
+
+
 def _cases() -> list:
-    # A random forest with FeatureTweak costs most (every leaf of 50 trees is a candidate): in
-    # the slow step; the scikit-learn kind is also run through the CLI by test_sklearn_model.py.
     return [
-        pytest.param(c, marks=pytest.mark.slow) if "RandomForest" in c else pytest.param(c)
+        pytest.param(c, marks=pytest.mark.slow) if _slow(c) else pytest.param(c)
         for c in _commands()
     ]
 

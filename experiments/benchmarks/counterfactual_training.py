@@ -4,8 +4,9 @@ The model and data of ``+experiment=credit``: the real-world MLP (two ReLU layer
 0.1) on the embedded credit data (2,500 rows, 2,000 for training, 33 features). Two fits:
 
 * pre-training: one system, 100 epochs in batches of 500 (the preset's ``pretrain``);
-* retraining: the preset's stack of 10 systems (2 generators x 5 repetitions), 10 epochs with
-  batch size 1 (one round's ``retrain``), each system on its own slightly moved rows.
+* retraining: the preset's stack of 10 systems (2 generators x 5 repetitions) with batch size 1
+  (the preset's ``retrain``), each system on its own slightly moved rows; 2 of a round's 10
+  epochs are timed (every epoch costs the same: one search, then one pass over the rows).
 
 Each fit is timed four ways from the same initial weights, in one process, alternating: standard
 training on the fast path (``training_path=auto``, the default) and on the autograd path
@@ -106,11 +107,11 @@ def main() -> None:
             y[None],
             TrainingSchedule(epochs=2 if opts.quick else 100, batch_size=500),
         ),
-        f"retraining ({N_SYSTEMS} systems, 10 epochs, batch 1)": (
+        f"retraining ({N_SYSTEMS} systems, 2 of a round's 10 epochs, batch 1)": (
             N_SYSTEMS,
             X[None] + noise,
             y[None].expand(N_SYSTEMS, -1),
-            TrainingSchedule(epochs=1 if opts.quick else 10, batch_size=1),
+            TrainingSchedule(epochs=1 if opts.quick else 2, batch_size=1),
         ),
     }
     repeats = 1 if opts.quick else 2
@@ -148,7 +149,17 @@ def main() -> None:
                 "load_1m_after": round(load_1m(), 2),
             }
         )
-    worst = max(r["ct_vs_standard_autograd"] for r in rows)
+    # A run of +experiment=credit's length: pre-training plus 50 retrainings of 10 epochs each
+    # (5 times the 2 timed epochs), from the measured medians.
+    pretraining, retraining = rows
+    rounds = 50 * (10 / (1 if opts.quick else 2))
+    run = {w: pretraining[f"{w}_s"] + rounds * retraining[f"{w}_s"] for w in WAYS}
+    run_ratio = run["ct_autograd"] / run["autograd"]
+    verdicts = [
+        f"{r['fit'].split(' (')[0]} {'met' if r['ct_vs_standard_autograd'] <= 5 else 'missed'} "
+        f"({r['ct_vs_standard_autograd']:.2f})"
+        for r in rows
+    ]
     notes = [
         "Times are medians of the repeats (wall seconds, one process, one torch thread), each "
         "way from the same initial weights and rows. `ct_vs_standard_autograd` is the target's "
@@ -157,9 +168,25 @@ def main() -> None:
         "`search_share_*` the part of a counterfactual fit spent searching counterfactuals (once "
         "per epoch, all systems in one batched search); `max_abs_diff_ct_fast_vs_autograd` the "
         "largest difference of any final parameter between the two paths of counterfactual "
-        "training (float rounding; dropout masks are drawn alike).",
+        "training. The two paths start apart only by float rounding (dropout masks are drawn "
+        "alike; the tests hold them within 2e-5 over 3 epochs), but whether a counterfactual "
+        "matures (reaches τ) is a step: one that matures on one path and not on the other "
+        "changes that batch's loss, and over thousands of steps the weights drift apart.",
+        "Pre-training in batches of 500 takes 4 optimiser steps per epoch, so standard training "
+        "costs almost nothing there, while counterfactual training searches 1,000 "
+        "counterfactuals (30 steps each) every epoch: its ratio measures the searches. Retraining "
+        "with batch size 1 takes 2,000 steps per epoch per system; its searches (nce raised "
+        "to 2,000, the reference's rule) take most of the time on the fast path and a smaller "
+        "share by autograd, whose steps cost more.",
         f"Target: counterfactual training at most 5 times standard training on the autograd "
-        f"path: {'met' if worst <= 5 else 'missed'} (largest ratio {worst:.2f}).",
+        f"path. Per fit: {'; '.join(verdicts)}. For a whole run (below): "
+        f"{'met' if run_ratio <= 5 else 'missed'} ({run_ratio:.1f}).",
+        f"A whole run's training (pre-training plus 50 retrainings of 10 epochs, extrapolated "
+        f"from the medians above): standard {run['fast']:.0f} s on the fast path and "
+        f"{run['autograd']:.0f} s by autograd; counterfactual {run['ct_fast']:.0f} s on the fast "
+        f"path and {run['ct_autograd']:.0f} s by autograd: "
+        f"{run['ct_autograd'] / run['autograd']:.1f} times standard training on the autograd "
+        f"path, {run['ct_fast'] / run['fast']:.1f} times on the fast path.",
     ]
     busiest = max(max(r["load_1m_before"], r["load_1m_after"]) for r in rows)
     if busiest > 1.5:

@@ -187,6 +187,8 @@ class ImplausibilityMMD:
         if isinstance(sides, str):
             return MetricResult.missing(sides)
         moved, samples = sides
+        if len(moved) == 0:  # the same reason as the distance's: one warning for both
+            return _nobody_moved()
         if len(moved) < 2 or len(samples) < 2:
             return MetricResult.missing(
                 f"fewer than two rows to compare (moved since the previous evaluation: "

@@ -59,7 +59,13 @@ def check_outputs(run_dir: Path, n_systems: int, n_rounds: int = 2) -> pd.DataFr
 
 @pytest.mark.parametrize(
     ("experiment", "grid"),
-    [("credit", 1 * 2), ("synthetic", 2 * 1), ("mitigation", 3 * 5)],  # models x generators
+    [
+        ("credit", 1 * 2),
+        ("synthetic", 2 * 1),
+        # 15 systems, the costliest preset: in the slow step (its generators run in the sweep
+        # test below, its models in the experiments' own tests).
+        pytest.param("mitigation", 3 * 5, marks=pytest.mark.slow),
+    ],  # models x generators
 )
 def test_every_experiment_runs(experiment, grid, tmp_path):
     result = cli(f"+experiment={experiment}", *TINY, run_dir=tmp_path)
@@ -198,6 +204,7 @@ def test_training_in_one_process_agrees_with_two(tmp_path):
     pd.testing.assert_frame_equal(one, two, check_exact=False, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow  # device=cpu is the default: two identical runs, a guard for the device code
 def test_explicit_cpu_device_gives_byte_identical_metrics(tmp_path):
     cli("model=mlp", *TINY, run_dir=tmp_path / "default")
     devices = ["cpu"] if torch.cuda.is_available() else ["cpu", "auto"]  # auto: cpu here

@@ -17,7 +17,8 @@ import numpy as np
 from recourse_sim import checks
 from recourse_sim.metrics._checks import check_form
 from recourse_sim.metrics.base import EvaluationContext, MetricResult, non_finite_reason
-from recourse_sim.metrics.mmd import mmd_permutation_test, subsample
+from recourse_sim.metrics.domain import mmd_with_p_value
+from recourse_sim.metrics.mmd import subsample
 
 
 def _length_scale(name: str, value: object) -> float:
@@ -29,17 +30,7 @@ def _mmd_result(p0: np.ndarray, pt: np.ndarray, context: EvaluationContext, leng
     reason = non_finite_reason(initial_model_probabilities=p0, current_model_probabilities=pt)
     if reason:
         return MetricResult.missing(reason)
-    value, p_value = mmd_permutation_test(
-        p0,
-        pt,
-        context.n_permutations,
-        context.rng,
-        length_scale,
-        p_value_form=context.p_value_form,
-    )
-    if not math.isfinite(value):
-        return MetricResult.missing("the MMD estimate is not finite")
-    return MetricResult(value, p_value)
+    return mmd_with_p_value(p0, pt, context, length_scale)
 
 
 def _probabilities_reason(context: EvaluationContext) -> str | None:

@@ -356,7 +356,7 @@ class StackedClassifier(Classifier):
         return (self.nets, self._per_net(X), self._per_net(y), schedule, generator)
 
     def _train_with_objective(self, X, y, schedule, generator, objective) -> None:
-        """The autograd loop with ``objective``'s extra terms, every network in this process."""
+        """The training loop with ``objective``'s extra terms, every network in this process."""
         seeds = None
         if self.nets.architecture.dropout > 0:
             seeds = torch.randint(0, 2**62, (self.nets.n_nets,), generator=generator).tolist()

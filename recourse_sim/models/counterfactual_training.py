@@ -355,7 +355,7 @@ def objective_terms(
 class CounterfactualObjective:
     """The extra terms for one fit: searches counterfactuals each epoch, then per batch.
 
-    A :class:`~recourse_sim.models.training.TrainingObjective` of the autograd training loops.
+    A :class:`~recourse_sim.models.training.TrainingObjective` of the training loops.
 
     Args:
         settings: The objective's settings.
@@ -605,7 +605,7 @@ class CounterfactualTrainingJob:
         schedule: Epochs, batch size and learning rate.
         generator: The job's random stream.
         space: The feature space (``None``: inferred from ``X``, every feature mutable).
-        train: ``train(X, y, schedule, generator, objective)``, the classifier's autograd loop.
+        train: ``train(X, y, schedule, generator, objective)``, the classifier's training loop.
     """
 
     def __init__(self, classifier, X, y, schedule, generator, space, train: Callable):

@@ -191,11 +191,12 @@ def _train(
 
 
 class TrainingObjective(Protocol):
-    """Extra loss terms of a training objective beyond the classification loss (autograd paths).
+    """Extra loss terms of a training objective beyond the classification loss.
 
     The training loop calls :meth:`start_epoch` before each epoch's first step, then for each
     mini-batch asks :meth:`inputs` for the extra points its terms evaluate and passes the
-    networks' logits at them to :meth:`loss`.
+    networks' outputs at them to :meth:`loss` (autograd) or :meth:`output_gradient` (the
+    hand-written fast path).
     """
 
     #: Weight of the classification loss (mean binary cross-entropy over the batch).
@@ -230,7 +231,7 @@ def train_with_objective(
 ) -> None:
     """Train every network of ``nets`` in place with ``objective``'s extra terms.
 
-    The hand-written batched path back-propagates the objective's logit gradients where it
+    The hand-written batched path back-propagates the objective's output gradients where it
     covers the activation (``training_path`` ``auto`` or ``fast``; batch size 1 included, as
     batches of one row plus the objective's points); autograd does otherwise. Both give the same
     steps up to float rounding.
@@ -321,7 +322,8 @@ def _train_batched(
     """Any batch size: forward and hand-written backward pass over all networks at once.
 
     An ``objective``'s points join the batch's rows in the same passes (without dropout), their
-    logit gradients coming from :meth:`TrainingObjective.logit_gradient`.
+    gradients coming from :meth:`TrainingObjective.output_gradient`. Networks with two outputs
+    (class logits) train on the binary logit ``o_1 − o_0``.
     """
     X = X.to(torch.float32).contiguous()
     y = y.to(torch.float32).unsqueeze(-1).contiguous()  # (n_nets, N, 1), shaped like the logits

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from common import (
     REPO_ROOT,
+    git_worktree,
     load_1m,
     loglog_slope,
     parser,
@@ -162,17 +163,6 @@ def scaling(quick: bool) -> None:
     )
 
 
-def _worktree(revision: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="recourse_baseline_")) / "tree"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(path), revision],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return path
-
-
 def _credit_run(tree: Path, quick: bool) -> float:
     """Wall time of the credit preset run from ``tree`` (its own package and configs)."""
     out = Path(tempfile.mkdtemp(prefix="recourse_credit_"))
@@ -196,9 +186,8 @@ def _credit_run(tree: Path, quick: bool) -> float:
 
 
 def reference(quick: bool, baseline: str, repeats: int) -> None:
-    old = _worktree(baseline)
-    try:
-        rows = []
+    rows = []
+    with git_worktree(baseline) as old:
         for i in range(repeats):
             for label, tree in (("before (" + baseline + ")", old), ("this checkout", REPO_ROOT)):
                 load = load_1m()
@@ -207,10 +196,6 @@ def reference(quick: bool, baseline: str, repeats: int) -> None:
                 row.update(load_1m_before=load, load_1m_after=load_1m())
                 print(row, flush=True)
                 rows.append(row)
-    finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(old)], cwd=REPO_ROOT, check=False
-        )
     before = statistics.median(r["wall_s"] for r in rows if r["code"] != "this checkout")
     now = statistics.median(r["wall_s"] for r in rows if r["code"] == "this checkout")
     change = 100.0 * (now - before) / before

@@ -7,10 +7,12 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,9 +30,11 @@ from recourse_sim.data.base import Dataset, train_test_split
 from recourse_sim.dynamics import ArrivalBatch, DynamicsConfig, arrival_counts, entry_rounds
 from recourse_sim.errors import ConfigError, OutputError
 from recourse_sim.generators.base import check_pairs
+from recourse_sim.keys import PRESENTATION_KEYS, RESULT_KEYS, ROUNDING_KEYS
 from recourse_sim.simulation import Recorder, RecourseSimulation, SimulationConfig
 from recourse_sim.simulation.rundir import RunDirectory
 from recourse_sim.utils import RandomStreams, WorkerPool
+from recourse_sim.utils.workers import leave_if_reimported_main
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +161,7 @@ def _checked_label(node: DictConfig, name: str) -> DictConfig:
 
 
 #: Where the options of every config group live.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def working_generators(model_name: str, spec) -> list[str]:
@@ -185,7 +189,8 @@ def named_nodes(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
         raise ConfigError(
             group,
             None if node is None else OmegaConf.to_container(node),
-            f"one or more named options of configs/{group}/, e.g. {group}=NAME or {group}=[A,B]",
+            f"one or more named options of recourse_sim/configs/{group}/, e.g. {group}=NAME or "
+            f"{group}=[A,B]",
         )
     return {str(name): value for name, value in node.items()}
 
@@ -330,15 +335,11 @@ def resolve_device(value: object) -> torch.device:
     return device
 
 
-# --- config keys by kind (CONVENTIONS.md rule 5) ---------------------------------------------
-#: Keys that change results: resume checks, fingerprints and sweep identities use these only.
-RESULT_KEYS = ("seed", "data", "model", "generator", "dynamics", "simulation", "metrics")
-#: Keys that may change float rounding but not the science.
-ROUNDING_KEYS = ("processes", "torch_threads", "device")
-#: Keys that change nothing in the CSVs.
-PRESENTATION_KEYS = ("report", "progress", "overwrite", "resume", "hydra")
+# --- config keys by kind (CONVENTIONS.md rule 5; recourse_sim.keys) ---------------------------
 TOP_LEVEL_KEYS = RESULT_KEYS + ROUNDING_KEYS + PRESENTATION_KEYS
 REPORT_KEYS = ("enabled", "figures")
+#: The value of ``processes`` and ``resume`` that lets the run decide (see the README).
+AUTO = "auto"
 #: Upper bounds that keep a typo from asking for millions of threads or processes.
 MAX_THREADS = 256
 MAX_PROCESSES = 256
@@ -369,22 +370,43 @@ def check_top_level(values: dict) -> None:
                 str(key), values[key], "a known top-level key: " + ", ".join(TOP_LEVEL_KEYS)
             )
     checks.integer("seed", values.get("seed", 0), minimum=0)
-    for key in ("resume", "overwrite", "progress"):
+    for key in ("overwrite", "progress"):
         if key in values:
             checks.flag(key, values[key])
+    resume = values.get("resume")
+    if resume is not None and resume != AUTO and not isinstance(resume, bool):
+        raise ConfigError(
+            "resume",
+            resume,
+            "true, false or auto (auto: skip a finished run, resume an unfinished one, start "
+            "afresh in an empty directory; the default of a sweep's jobs)",
+        )
     checks.integer("torch_threads", values.get("torch_threads", 1), minimum=1, maximum=MAX_THREADS)
-    checks.integer("processes", values.get("processes", 1), minimum=1, maximum=MAX_PROCESSES)
+    if values.get("processes") != AUTO:
+        try:
+            checks.integer(
+                "processes", values.get("processes", 1), minimum=1, maximum=MAX_PROCESSES
+            )
+        except ConfigError as error:
+            raise ConfigError(
+                "processes",
+                error.value,
+                f"{error.allowed}, or auto (2 for a single run; 1 per job where a launcher runs "
+                "several jobs at once on one machine)",
+            ) from None
     report = values.get("report")
     if report is not None:
         if not isinstance(report, dict):
-            raise ConfigError("report", report, "an option of configs/report/: default or none")
+            raise ConfigError(
+                "report", report, "an option of recourse_sim/configs/report/: default or none"
+            )
         for key, value in report.items():
             if key not in REPORT_KEYS:
                 raise ConfigError(
                     f"report.{key}", value, "a known key of report: " + ", ".join(REPORT_KEYS)
                 )
             checks.flag(f"report.{key}", value)
-    if values.get("resume") and values.get("overwrite"):
+    if values.get("resume") is True and values.get("overwrite"):
         raise ConfigError(
             "overwrite", True, "false when resume=true (resuming keeps the earlier results)"
         )
@@ -507,24 +529,145 @@ def _hydra_files(cfg: DictConfig, directory: Path) -> list[Path]:
     return written
 
 
-def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimulation:
+# --- sweeps: processes=auto and resume=auto ----------------------------------------------------
+#: ``_auto_resume``'s verdict for a directory holding this configuration's finished results.
+SKIP = "skip"
+
+
+def in_sweep_job() -> bool:
+    """Whether this process runs a job of a hydra sweep (``-m``), whichever launcher started it."""
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (its affinity mask: a SLURM allocation, a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
+
+
+def launcher_processes(launcher: dict | None, cpus: int) -> tuple[int, str]:
+    """``processes=auto`` in a job started by ``launcher`` (hydra's launcher config): how many, why.
+
+    Launcher parallelism and ``processes`` multiply: a launcher that runs several jobs at once
+    on this machine gets one process per job, so that jobs do not fight over the cores; a
+    launcher that runs jobs one at a time, or each on its own allocation (SLURM), gets up to 2.
+    """
+    target = str((launcher or {}).get("_target_", ""))
+    kinds = _class_names(target)
+    alone = min(2, cpus)
+    if "BasicLauncher" in kinds:
+        return alone, f"the basic launcher runs one job at a time; {cpus} CPUs available"
+    if "JoblibLauncher" in kinds:
+        n_jobs = (launcher or {}).get("n_jobs", -1)
+        if n_jobs == 1:
+            return alone, f"the joblib launcher runs one job at a time; {cpus} CPUs available"
+        return 1, f"the joblib launcher runs several jobs at once (n_jobs={n_jobs})"
+    if "SlurmLauncher" in kinds:
+        return alone, f"each SLURM job has its own allocation; {cpus} CPUs available to it"
+    if "LocalLauncher" in kinds:
+        return 1, "the submitit_local launcher runs every job at once on this machine"
+    if "RayLauncher" in kinds:
+        return 1, "the Ray launcher runs several jobs at once on each machine"
+    return 1, f"the launcher {target or '(unknown)'} may run several jobs at once on this machine"
+
+
+def _class_names(target: str) -> set[str]:
+    """The class names of a launcher and its bases (a subclass of a known launcher is known)."""
+    names = {target.rsplit(".", 1)[-1]}
+    with contextlib.suppress(Exception):  # not importable here: its own name is all there is
+        names |= {cls.__name__ for cls in get_object(target).__mro__}
+    return names
+
+
+def resolve_processes(value: object) -> tuple[int, str]:
+    """The processes a run uses: ``value``, or for ``auto`` a safe number and the reason."""
+    if value != AUTO:
+        return int(value), ""
+    cpus = available_cpus()
+    if not in_sweep_job():
+        return min(2, cpus), f"a single run; {cpus} CPUs available"
+    launcher = OmegaConf.to_container(HydraConfig.get().launcher, resolve=True)
+    return launcher_processes(launcher, cpus)
+
+
+def _auto_resume(output_dir: Path, values: dict) -> tuple[bool | str, bool]:
+    """``resume=auto``: ``(resume, overwrite)`` for this directory, or ``(SKIP, False)``.
+
+    Finished results of the same result keys: skip. A checkpoint: resume (refused later,
+    naming the keys, if its result keys differ). An unfinished run of the same result keys
+    without a checkpoint: start afresh over it. Another run's results: refused (status 2).
+    An empty or new directory: start afresh.
+    """
+    directory = RunDirectory(output_dir)
+    ours = fingerprint(values)
+    if not output_dir.is_dir():
+        return False, False
+    done = directory.done()
+    if done is not None:
+        if done.get("fingerprint") == ours:
+            return SKIP, False
+        _refuse_other_run(output_dir, "finished", done.get("result_keys"), values)
+    if (output_dir / Recorder.checkpoint_file).is_file():
+        return True, False
+    previous = directory.previous()
+    if previous is not None:
+        if previous.get("fingerprint") != ours:
+            _refuse_other_run(output_dir, "unfinished", previous.get("result_keys"), values)
+        return False, True  # the same configuration, stopped before its first checkpoint
+    return False, False
+
+
+def _refuse_other_run(output_dir: Path, state: str, keys: object, values: dict) -> None:
+    differences = _differences(keys, result_keys(values)) if isinstance(keys, dict) else []
+    raise ConfigError(
+        "resume",
+        AUTO,
+        f"a directory holding this configuration's results or none; {output_dir} holds the "
+        f"{state} run of other result keys"
+        + (f" ({'; '.join(differences[:6])})" if differences else "")
+        + ": choose another hydra.sweep.dir (hydra.run.dir), or replace it with overwrite=true",
+    )
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimulation | None:
     """Run the simulation described by ``cfg`` and write its outputs to ``output_dir``.
 
     ``output_dir`` defaults to hydra's run directory. Every value is checked, the directory is
-    locked and an earlier run's results are protected before any work starts.
+    locked and an earlier run's results are protected before any work starts. Returns None when
+    ``resume=auto`` found the finished results of the same configuration there (nothing is run
+    or touched).
     """
+    leave_if_reimported_main()  # a worker importing a script without a __main__ guard: leave
     values = plain_config(cfg)
     check_top_level(values)
     if output_dir is None:
         output_dir = HydraConfig.get().runtime.output_dir
     output_dir = Path(output_dir)
     device = resolve_device(values.get("device", "cpu"))  # early: CUDA may be missing altogether
-    resume = values.get("resume", False)
     overwrite = values.get("overwrite", False)
+    resume = values.get("resume")
+    if resume is None:  # unset: auto in a sweep's job, false in a single run
+        resume = AUTO if in_sweep_job() else False
+    if resume == AUTO:
+        if overwrite:  # asked to replace: start afresh (only the earlier run's files go)
+            resume = False
+        else:
+            resume, overwrite = _auto_resume(output_dir, values)
+            if resume == SKIP:
+                print(
+                    f"recourse_sim: skipped: {output_dir.resolve()} holds the finished results "
+                    "of this configuration (done.json); nothing was touched"
+                )
+                return None
     streams = RandomStreams(values["seed"])
     simulation_config = SimulationConfig.from_mapping(values.get("simulation") or {})
     dynamics = DynamicsConfig.from_mapping(values.get("dynamics"))
-    processes = values.get("processes", 1)
+    processes, why = resolve_processes(values.get("processes", 1))
+    values["processes"] = processes  # the manifest and checkpoint record what ran
     # Build everything first, so that any bad value stops the run before work starts.
     models = {
         name: build(node, f"model.{name}") for name, node in named_nodes(cfg, "model").items()
@@ -596,6 +739,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             rounding_keys=rounding_keys(values),
         )
         directory.register(*_log_files(output_dir), *_hydra_files(cfg, output_dir))
+        if why:
+            log.info("processes=auto: %d (%s)", processes, why)
         log.info(
             "data: %d training and %d test rows, %d features; device %s",
             train.n_samples,
@@ -646,5 +791,6 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
                 # What it wrote before failing is this run's too (an overwrite removes it).
                 directory.register(*[output_dir / f for f in directory.unrecorded_outputs()])
         directory.finish()
+        directory.mark_done(fingerprint=recorder.fingerprint, result_keys=result_keys(values))
     print(f"recourse_sim: results written to {output_dir.resolve()}")
     return simulation

@@ -13,6 +13,7 @@ import torch
 from conftest import TINY
 
 from recourse_sim.errors import ConfigError
+from recourse_sim.keys import job_key
 from recourse_sim.run import resolve_device
 
 METRICS = {
@@ -180,8 +181,14 @@ def test_sweep_runs_one_job_per_combination(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(jobs) == 4
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "done.json").is_file())
+    # Each job's directory is named by its result-key overrides, not its number.
+    expected = {
+        job_key([f"generator={g}", f"seed={seed}", *TINY])
+        for g in ("generic", "wachter_mad")
+        for seed in (0, 1)
+    }
+    assert {p.name for p in jobs} == expected
     generators = set()
     for job in jobs:
         generators |= set(check_outputs(job, n_systems=2).generator)
@@ -248,7 +255,7 @@ MODEL_SPECIFIC = {"n_feature", "feature_tweak"}
 #: names its two replacements (tests/test_control.py).
 GENERATORS = sorted(
     p.stem
-    for p in (Path(__file__).parents[1] / "configs/generator").glob("*.yaml")
+    for p in (Path(__file__).parents[1] / "recourse_sim/configs/generator").glob("*.yaml")
     if p.stem != "wachter" and p.stem not in MODEL_SPECIFIC
 )
 
@@ -271,7 +278,7 @@ def test_every_generator_runs_through_the_cli_sweep(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "done.json").is_file())
     assert len(jobs) == len(GENERATORS)
     seen = set()
     for job in jobs:
@@ -302,5 +309,6 @@ def test_linear_only_generator_runs_with_logistic_and_refuses_an_mlp(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert "<generator.n_feature=" in result.stderr and "needs a linear model" in result.stderr
     assert "Traceback" not in result.stderr
-    metrics = check_outputs(tmp_path / "0", n_systems=2)
+    job = next(p for p in tmp_path.iterdir() if "model=logistic" in p.name)
+    metrics = check_outputs(job, n_systems=2)
     assert set(metrics.model) == {"logistic"} and set(metrics.generator) == {"n_feature"}

@@ -512,7 +512,9 @@ _BAD_SEARCH = {
 def _settings_cases():
     from omegaconf import OmegaConf
 
-    node = OmegaConf.to_container(OmegaConf.load("configs/model/mlp_ct.yaml"))["mlp_ct"]
+    node = OmegaConf.to_container(OmegaConf.load("recourse_sim/configs/model/mlp_ct.yaml"))[
+        "mlp_ct"
+    ]
     settings = node["counterfactual_training"]
     cases = []
     for key in settings:

@@ -603,7 +603,7 @@ def test_train_test_split_is_stratified_and_disjoint():
 
 # --- the shipped data configs ------------------------------------------------------------------
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
+CONFIGS = Path(__file__).resolve().parents[1] / "recourse_sim" / "configs" / "data"
 
 
 @pytest.mark.parametrize(

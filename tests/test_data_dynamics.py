@@ -34,7 +34,7 @@ from recourse_sim.data.external import CALIFORNIA_FEATURES, GMSC_FEATURES
 from recourse_sim.data.groups import MAX_LEVELS, group_codes
 from recourse_sim.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
+CONFIGS = Path(__file__).resolve().parents[1] / "recourse_sim" / "configs" / "data"
 MAKERS = [
     make_linearly_separable,
     make_overlapping,

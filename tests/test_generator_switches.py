@@ -39,7 +39,7 @@ from recourse_sim.generators.gradient import _LatentSpace
 from recourse_sim.generators.greedy import reference_changes
 from recourse_sim.models import DeepEnsemble, LogisticRegression
 
-CONFIGS = Path(__file__).parents[1] / "configs" / "generator"
+CONFIGS = Path(__file__).parents[1] / "recourse_sim" / "configs" / "generator"
 GRADIENT_CLASSES = [
     ClaproarGenerator,
     ClueGenerator,

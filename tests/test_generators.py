@@ -39,7 +39,9 @@ from recourse_sim.models.torch_module import TorchModule
 #: its replacements (tested in test_bad_inputs.py).
 GENERATOR_CONFIGS = sorted(
     path
-    for path in (Path(__file__).parents[1] / "configs" / "generator").glob("*.yaml")
+    for path in (Path(__file__).parents[1] / "recourse_sim" / "configs" / "generator").glob(
+        "*.yaml"
+    )
     if path.stem not in ("none", "wachter")
 )
 MODELS = {
@@ -644,7 +646,9 @@ def test_bad_wachter_settings_name_their_key(kwargs, key):
 
 
 def test_wachter_config_defaults_to_mean_ad():
-    generator = load_generator(Path(__file__).parents[1] / "configs/generator/wachter_mad.yaml")
+    generator = load_generator(
+        Path(__file__).parents[1] / "recourse_sim/configs/generator/wachter_mad.yaml"
+    )
     assert generator.zero_mad == "mean_ad" and generator.mad_floor == 1e-5
 
 

@@ -31,7 +31,7 @@ from recourse_sim.generators import (
 )
 from recourse_sim.models import LogisticRegression as TorchLogistic
 
-CONFIGS = Path(__file__).parents[1] / "configs" / "generator"
+CONFIGS = Path(__file__).parents[1] / "recourse_sim" / "configs" / "generator"
 
 
 class SklearnSpec:

@@ -37,7 +37,7 @@ from recourse_sim.metrics.mmd import (
 )
 from recourse_sim.metrics.performance import macro_f1
 
-CONFIG_DIR = Path(__file__).parents[1] / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "recourse_sim" / "configs"
 METRIC_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "metrics").glob("*.yaml"))
 e = math.exp
 

@@ -284,7 +284,7 @@ def test_pool_runs_unmovable_calls_here_and_balances_the_rest():
 def _model_configs() -> list:
     from pathlib import Path
 
-    return sorted((Path(__file__).parents[1] / "configs" / "model").glob("*.yaml"))
+    return sorted((Path(__file__).parents[1] / "recourse_sim" / "configs" / "model").glob("*.yaml"))
 
 
 _NAN, _INF = float("nan"), float("inf")

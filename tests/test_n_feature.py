@@ -31,7 +31,7 @@ from recourse_sim.generators.base import (
 )
 from recourse_sim.models import MLP, DeepEnsemble, LogisticRegression
 
-CONFIG = Path(__file__).parents[1] / "configs" / "generator" / "n_feature.yaml"
+CONFIG = Path(__file__).parents[1] / "recourse_sim" / "configs" / "generator" / "n_feature.yaml"
 INF = math.inf
 
 

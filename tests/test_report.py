@@ -15,6 +15,7 @@ import pytest
 from conftest import TINY as SMOKE_TWO_REPETITIONS
 from omegaconf import OmegaConf
 
+from recourse_sim.keys import job_key
 from recourse_sim.report import ReportError, build_report, build_run_report, build_sweep_report
 from recourse_sim.report.callback import ShiftReportCallback
 from recourse_sim.report.document import format_number
@@ -402,9 +403,17 @@ def test_tables_only_report(tmp_path):
 def test_sweep_report_from_files(tmp_path):
     sweep = write_fake_sweep(tmp_path / "sweep")
     html = build_report(sweep).read_text()
-    summary = pd.read_csv(sweep / "summary.csv")
+    summary = pd.read_csv(sweep / "sweep_metrics.csv")
     assert {"job", "generator", "seed"} <= set(summary.columns)
     assert len(summary) == sum(len(pd.read_csv(j / "metrics.csv")) for j in sweep.glob("[0-9]"))
+    # summary.csv: each job's final round per system and metric.
+    per_job = pd.read_csv(sweep / "summary.csv")
+    assert list(per_job.columns[:5]) == ["job", "seed", "model", "generator", "metric"]
+    assert_summary_matches(
+        per_job,
+        expected_summary(summary, by=["job", "seed", "model", "generator"]),
+        ["job", "seed", "model", "generator"],
+    )
     expected = expected_summary(summary, per=["job"])
     table = pd.read_csv(sweep / "summary_table.csv")
     assert_summary_matches(table, expected, ["model", "generator"])
@@ -437,12 +446,15 @@ def test_callback_builds_the_sweep_report_and_never_raises(tmp_path, caplog):
     # A broken sweep directory is logged, not raised.
     broken = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "missing")}}})
     ShiftReportCallback().on_multirun_end(broken)
-    assert "sweep report could not be built" in caplog.text
-    # report.enabled=false: nothing is written.
+    assert "the sweep could not be collected" in caplog.text
+    # report.enabled=false: the sweep is still collected (tables, jobs.csv), without the HTML.
     other = write_fake_sweep(tmp_path / "other")
     off = OmegaConf.create({"report": {"enabled": False}, "hydra": {"sweep": {"dir": str(other)}}})
     ShiftReportCallback().on_multirun_end(off)
     assert not (other / "shift_report.html").exists()
+    assert not (other / "shift_report.md").exists()
+    for name in ("summary.csv", "sweep_metrics.csv", "summary_table.csv", "jobs.csv"):
+        assert (other / name).is_file(), name
 
 
 def test_report_command_rejects_other_directories(tmp_path):
@@ -508,13 +520,14 @@ def test_sweep_report_through_the_cli(tmp_path):
         "recourse_sim", "-m", "generator=generic,wachter_mad", *TINY, f"hydra.sweep.dir={tmp_path}"
     )
     run_module("recourse_sim.report", str(tmp_path))
-    summary = pd.read_csv(tmp_path / "summary.csv")
+    summary = pd.read_csv(tmp_path / "sweep_metrics.csv")
     assert "generator" in summary.columns and "job" in summary.columns
+    names = {g: job_key([f"generator={g}", *TINY]) for g in ("generic", "wachter_mad")}
     assert summary.groupby("job")["generator"].unique().map(list).to_dict() == {
-        0: ["generic"],
-        1: ["wachter_mad"],
+        names["generic"]: ["generic"],
+        names["wachter_mad"]: ["wachter_mad"],
     }
-    jobs = [pd.read_csv(tmp_path / job / "metrics.csv") for job in ("0", "1")]
+    jobs = [pd.read_csv(tmp_path / job / "metrics.csv") for job in names.values()]
     assert len(summary) == sum(len(job) for job in jobs)
     expected = expected_summary(summary, per=["job"])
     assert_summary_matches(

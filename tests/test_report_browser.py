@@ -67,7 +67,7 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     run_module("recourse_sim.report", str(run_dir))
     sweep_dir = tmp_path_factory.mktemp("sweep")
     run_module(
-        "recourse_sim", "-m", "generator=generic,wachter", *TINY, f"hydra.sweep.dir={sweep_dir}"
+        "recourse_sim", "-m", "generator=generic,wachter_mad", *TINY, f"hydra.sweep.dir={sweep_dir}"
     )
     run_module("recourse_sim.report", str(sweep_dir))
     return {"run": run_dir / "report.html", "sweep": sweep_dir / "shift_report.html"}

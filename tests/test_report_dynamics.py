@@ -574,8 +574,8 @@ def test_sweep_report_compares_the_jobs_over_time(tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_csv(with_dynamics / "summary_table.csv"), pd.read_csv(plain / "summary_table.csv")
     )
-    # summary.csv keeps every job's rows, the dynamics ones included.
-    summary = pd.read_csv(with_dynamics / "summary.csv")
+    # sweep_metrics.csv keeps every job's rows, the dynamics ones included.
+    summary = pd.read_csv(with_dynamics / "sweep_metrics.csv")
     assert (summary["scope"] == "dynamics").sum() == len(dynamics_frame())
     # Jobs x repetitions pooled per system: here one job per system, so the run's numbers.
     text = section(after)

@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from recourse_sim.__main__ import _CONFIG_DIR, execute
 from recourse_sim.errors import ConfigError, OutputError
+from recourse_sim.keys import job_key
 from recourse_sim.simulation.recorder import Recorder
 from recourse_sim.simulation.rundir import LOCK, MANIFEST, RunDirectory
 
@@ -265,8 +266,15 @@ def test_one_bad_job_does_not_stop_a_sweep(tmp_path):
     assert sweep.returncode == 2, err
     assert "generator.generic.learning_rate" in err and "job 1" in err
     assert "Traceback" not in err
-    assert (tmp_path / "0" / "metrics.csv").exists()
-    assert (tmp_path / "summary.csv").exists()  # the sweep report was still built
+    good = tmp_path / job_key(["generator.generic.learning_rate=0.1", *ONE_PROCESS])
+    assert (good / "metrics.csv").exists() and (good / "done.json").exists()
+    assert (tmp_path / "summary.csv").exists()  # the sweep was still collected
+    # The failed job is listed with its state, its error and the command that runs it alone.
+    jobs = pd.read_csv(tmp_path / "jobs.csv").set_index("job")
+    bad = jobs.loc[job_key(["generator.generic.learning_rate=-1", *ONE_PROCESS])]
+    assert bad["state"] == "failed" and bad["exit_status"] == 2
+    assert "generator.generic.learning_rate" in bad["detail"]
+    assert "resume=auto" in bad["command"]
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from recourse_sim.models.torch_module import StackedModules, TorchModule
 from recourse_sim.run import build
 
 ROOT = Path(__file__).parents[1]
-CONFIG = ROOT / "configs" / "model" / "torch_module.yaml"
+CONFIG = ROOT / "recourse_sim" / "configs" / "model" / "torch_module.yaml"
 
 
 def spec_of(
@@ -374,7 +374,9 @@ def test_config_override_with_own_factory():
         "model.torch_module.module._target_=fixtures.modules.norm_silu",
         "+model.torch_module.module.width=6",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(
+        config_dir=str(ROOT / "recourse_sim" / "configs"), version_base=None
+    ):
         cfg = compose("config", overrides=overrides)
     spec = build(cfg.model.torch_module, "model.torch_module")
     assert spec.factory.arguments == {"width": 6}

@@ -1,8 +1,9 @@
 """Shift reports: HTML and Markdown summaries of a run or a sweep, rebuilt from its files.
 
 ``build_run_report(run_dir)`` writes ``report.html`` and ``report.md`` into a run directory;
-``build_sweep_report(sweep_dir)`` writes ``summary.csv`` and ``shift_report.html`` comparing the
-jobs of a hydra multirun; ``build_report(path)`` picks the right one. From the shell:
+``build_sweep_report(sweep_dir)`` writes ``summary.csv``, ``sweep_metrics.csv`` and
+``shift_report.html`` comparing the jobs of a hydra multirun; ``build_report(path)`` picks the
+right one. From the shell:
 ``python -m recourse_sim.report PATH [PATH...]``.
 
 The heavy imports (pandas, matplotlib, seaborn) happen on the first call, so importing this
@@ -30,14 +31,16 @@ def build_run_report(run_dir: str | Path, figures: bool = True, register=None) -
     return build(run_dir, figures, register)
 
 
-def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool = False) -> Path:
-    """Write ``summary.csv`` and ``shift_report.html`` of a sweep; returns the HTML path.
+def build_sweep_report(
+    sweep_dir: str | Path, figures: bool = True, jobs: bool = False, html: bool = True, states=None
+) -> Path | None:
+    """Write a sweep's tables and ``shift_report.html``; returns the HTML path (None: no HTML).
 
     See :func:`recourse_sim.report.build.build_sweep_report`.
     """
     from recourse_sim.report.build import build_sweep_report as build
 
-    return build(sweep_dir, figures, jobs)
+    return build(sweep_dir, figures, jobs, html, states)
 
 
 def build_report(path: str | Path, figures: bool = True, jobs: bool = False) -> Path:

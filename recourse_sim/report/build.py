@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -66,6 +67,7 @@ from recourse_sim.report.markdown import write_markdown
 from recourse_sim.report.reading import dynamics_reading, label_systems, largest_shifts
 from recourse_sim.report.tables import (
     SYSTEM,
+    SYSTEM_KEYS,
     add_system_label,
     config_brief,
     control_comparison,
@@ -81,6 +83,9 @@ from recourse_sim.report.tables import (
     variant_keys,
 )
 
+if TYPE_CHECKING:
+    from recourse_sim.sweep.jobs import JobState
+
 log = logging.getLogger(__name__)
 
 RUN_HTML, RUN_MARKDOWN = "report.html", "report.md"
@@ -88,6 +93,8 @@ SWEEP_HTML, SWEEP_MARKDOWN = "shift_report.html", "shift_report.md"
 SUMMARY_TABLE = "summary_table.csv"
 RECOURSE_TABLE = "recourse_table.csv"
 SWEEP_SUMMARY = "summary.csv"
+#: Every job's metric rows in one long table (the swept choices as columns).
+SWEEP_METRICS = "sweep_metrics.csv"
 DYNAMICS_TABLE = "dynamics_table.csv"
 DYNAMICS_PER_ROUND = "dynamics_per_round.csv"
 DYNAMICS_GROUPS = "dynamics_groups_table.csv"
@@ -639,22 +646,35 @@ def build_run_report(
     return html
 
 
-def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool = False) -> Path:
-    """Write ``summary.csv`` and ``shift_report.html``/``.md`` comparing the jobs of a sweep.
+def build_sweep_report(
+    sweep_dir: str | Path,
+    figures: bool = True,
+    jobs: bool = False,
+    html: bool = True,
+    states: Sequence[JobState] | None = None,
+) -> Path | None:
+    """Write a sweep's tables and ``shift_report.html``/``.md`` comparing its jobs.
+
+    The tables: ``sweep_metrics.csv`` (every job's metric rows, swept choices as columns),
+    ``summary.csv`` (each job's final round per system and metric), ``summary_table.csv``
+    (the final round pooled per variant and system).
 
     Args:
         sweep_dir: A sweep directory (hydra's ``multirun.yaml`` and job directories).
         figures: Draw the figures (False: tables and text only).
         jobs: Also rebuild the report of every job.
+        html: Write the report (False: the tables only).
+        states: Every job's state (:func:`recourse_sim.sweep.sweep_jobs`; read when not given).
 
     Returns:
-        The path of ``shift_report.html``.
+        The path of ``shift_report.html`` (None when ``html`` is false).
 
     Raises:
         ReportError: If ``sweep_dir`` is not a sweep directory.
     """
     from recourse_sim.report import figures as plots
 
+    figures = figures and html  # figures belong to the report: none without it
     sweep_dir = Path(sweep_dir)
     if not is_sweep_dir(sweep_dir):
         raise ReportError(f"{sweep_dir} is not a sweep directory: no multirun.yaml, no jobs")
@@ -673,8 +693,20 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
     )
     missing = _sweep_missing([job for job, _, m in entries if m is not None and not m.empty])
     combined = sweep_metrics(finished, swept)
-    combined.to_csv(sweep_dir / SWEEP_SUMMARY, index=False)
-    # summary.csv keeps every row; the shift tables below see the shift rows only.
+    combined.to_csv(sweep_dir / SWEEP_METRICS, index=False)
+    per_job = [*(k for k in swept if k not in SYSTEM_KEYS), *SYSTEM]
+    job_summary = final_round_summary(combined, ["job", *per_job]) if finished else None
+    if job_summary is None:
+        job_summary = pd.DataFrame(columns=["job", *per_job, "metric", "scope", "round", "n"])
+    order = ["job", *per_job, "metric", "scope"]
+    job_summary[order + [c for c in job_summary.columns if c not in order]].to_csv(
+        sweep_dir / SWEEP_SUMMARY, index=False
+    )
+    if states is None:
+        from recourse_sim.sweep.jobs import sweep_jobs
+
+        states = sweep_jobs(sweep_dir)
+    # sweep_metrics.csv keeps every row; the shift tables below see the shift rows only.
     combined, dynamics = split_scope(combined)
     missing, dynamics_missing = split_missing(missing, dynamics)
     variants = variant_keys(swept)
@@ -690,7 +722,8 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
     doc.blocks += [Heading("Sweep"), *_sweep_brief(multirun, entries, swept)]
     doc.blocks += [
         Heading("Jobs"),
-        Table(_jobs_table(sweep_dir, entries, swept)),
+        Table(_jobs_table(sweep_dir, entries, swept, states)),
+        *_pending_blocks(states),
     ]
     if not finished:
         doc.blocks.append(Paragraph("No job of this sweep has written metrics.csv yet."))
@@ -748,8 +781,37 @@ def build_sweep_report(sweep_dir: str | Path, figures: bool = True, jobs: bool =
             run="run",
             group_column=_common_group_column(entries),
         )
+    if not html:
+        return None
     write_markdown(doc, sweep_dir / SWEEP_MARKDOWN)
     return write_html(doc, sweep_dir / SWEEP_HTML)
+
+
+def _pending_blocks(states: Sequence[JobState]) -> list[Block]:
+    """The jobs that are not done, with why and the command that runs each (none: nothing)."""
+    pending = [job for job in states if job.state != "done"]
+    if not pending:
+        return []
+    from recourse_sim.sweep.collect import JOBS_FILE
+
+    table = pd.DataFrame(
+        {
+            "job": [job.name for job in pending],
+            "state": [job.state for job in pending],
+            "why": [job.detail for job in pending],
+            "command": [job.command() for job in pending],
+        }
+    )
+    return [
+        Heading("Jobs not done"),
+        Paragraph(
+            f"{len(pending)} of {len(states)} jobs are not done (every job with its state: "
+            f"{JOBS_FILE}). Re-launching the sweep's command skips the finished jobs and "
+            "continues the unfinished ones from their checkpoints; each command below runs one "
+            "job alone."
+        ),
+        Table(table),
+    ]
 
 
 def _sweep_missing(jobs: list[Path]) -> pd.DataFrame | None:
@@ -818,7 +880,8 @@ def _sweep_brief(multirun, entries, swept: list[str]) -> list[Table]:
     return tables
 
 
-def _jobs_table(sweep_dir: Path, entries, swept: list[str]) -> pd.DataFrame:
+def _jobs_table(sweep_dir: Path, entries, swept: list[str], states=()) -> pd.DataFrame:
+    state_of = {job.name: job.state for job in states}
     records = []
     for job, overrides, metrics in entries:
         report = job / RUN_HTML
@@ -837,6 +900,8 @@ def _jobs_table(sweep_dir: Path, entries, swept: list[str]) -> pd.DataFrame:
                 rounds=int(metrics["round"].max()),
                 status="finished" if (job / "final_population.csv").is_file() else "partial",
             )
+        if job.name in state_of:
+            record["status"] = state_of[job.name]
         records.append(record)
     return pd.DataFrame(records)
 

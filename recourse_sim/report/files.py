@@ -3,8 +3,8 @@
 A *run directory* holds ``metrics.csv`` (and usually ``recourse.csv``, the populations, a decision
 grid for two-feature data and ``.hydra/``; ``missing_values.csv`` when a metric value could not be
 computed; ``agents.csv`` when the run had time-based dynamics). A *sweep directory* holds
-hydra's ``multirun.yaml`` and one run directory per job (``0/``, ``1/``, ...). Nothing here needs
-the simulation itself: reports are rebuilt from files alone.
+hydra's ``multirun.yaml`` and one run directory per job (named by its result-key overrides).
+Nothing here needs the simulation itself: reports are rebuilt from files alone.
 """
 
 from __future__ import annotations

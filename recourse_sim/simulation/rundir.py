@@ -10,6 +10,9 @@ Two guarantees that a research tool owes its users (``CONVENTIONS.md`` rule 4):
   (relative paths), with the run's result keys and its status. Starting afresh over an earlier
   run removes exactly the files of that run's manifest and nothing else, so ``hydra.run.dir=.``
   cannot cost a user their own files.
+* **A finished run says so in one file.** ``done.json`` (the fingerprint and result keys of the
+  run) is written atomically as the very last step, so its presence alone tells a re-launched
+  sweep (``resume=auto``) to skip the job without touching any of its files.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ except ImportError:  # pragma: no cover
 
 MANIFEST = "manifest.json"
 LOCK = ".recourse_sim.lock"
+#: The done marker: written atomically once everything else of the run is written.
+DONE = "done.json"
 TOOL = "recourse_sim"
 #: Files a run may write (besides figures/ and hydra's log): a directory that already holds one
 #: that no recourse_sim manifest lists is refused, so a run never overwrites or later deletes a
@@ -47,6 +52,7 @@ OUTPUT_NAMES = (
     "agents.csv",
     "missing_values.csv",
     "checkpoint.pt",
+    DONE,
     "report.html",
     "report.md",
     "summary_table.csv",
@@ -145,23 +151,46 @@ class RunDirectory:
         A ``manifest.json`` that is not this tool's (unreadable, or written by something else)
         is refused: this run would overwrite it, and its list of files means nothing here.
         """
-        path = self.path / MANIFEST
+        manifest = self._own_file(MANIFEST)
+        if manifest is not None and not isinstance(manifest.get("files"), list):
+            manifest["files"] = []
+        return manifest
+
+    def done(self) -> dict | None:
+        """The done marker of a finished run here (None when there is none).
+
+        Read without the lock: the marker is written atomically, so it is either whole or absent.
+        A marker that is not recourse_sim's, or is damaged, is refused like a foreign manifest.
+        """
+        return self._own_file(DONE)
+
+    def _own_file(self, name: str) -> dict | None:
+        """The JSON object of recourse_sim's file ``name`` here; None if absent, else refused."""
+        path = self.path / name
         if not path.is_file():
             return None
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            content = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            manifest = None
-        if not isinstance(manifest, dict) or manifest.get("tool") != TOOL:
+            content = None
+        if not isinstance(content, dict) or content.get("tool") != TOOL:
             raise ConfigError(
                 self.key,
                 str(self.path),
-                f"a directory whose {MANIFEST} is recourse_sim's; this one is not (it belongs "
-                "to something else, or is damaged): choose another directory",
+                f"a directory whose {name} is recourse_sim's; this one is not (it belongs to "
+                "something else, or is damaged): choose another directory",
             )
-        if not isinstance(manifest.get("files"), list):
-            manifest["files"] = []
-        return manifest
+        return content
+
+    def mark_done(self, **fields) -> None:
+        """Write the done marker (listed in the manifest first): the last step of a run."""
+        path = self.path / DONE
+        self.register(path)
+        payload = {"tool": TOOL, "finished": _now(), **fields}
+        try:
+            write_atomically(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
+        except OSError as error:
+            raise OutputError(path, error) from None
 
     def earlier_results(self) -> list[str]:
         """Files an earlier run listed in its manifest that are still here (and the manifest)."""

@@ -13,6 +13,13 @@ measured 2-4x *slower* here) but processes can. Two kinds of work are shared:
 Results do not depend on the number of processes beyond float rounding: every network keeps its
 own rows, Adam state and dropout stream, every search its keyed random draws.
 
+Workers start only where starting them is safe (:func:`worker_refusal`): never from a process
+that is itself a worker of another pool (a joblib/loky or multiprocessing worker, as in a hydra
+launcher's job), and not when the workers cannot finish starting because the main module runs a
+simulation as it is imported (a script without an ``if __name__ == "__main__":`` guard: ``spawn``
+imports the main module again in every worker). In both cases the pool falls back to this process
+alone and says so in the log; results are the same, only slower.
+
 Workers never outlive this process: each one watches its parent and exits as soon as the parent is
 gone, even if it was killed outright (``kill -9``), so no orphaned worker (and, once they are
 gone, no multiprocessing resource tracker) is left behind. A worker that stops unexpectedly (killed,
@@ -23,8 +30,10 @@ process pool.
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +43,8 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from recourse_sim.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Seconds between a worker's checks that its parent process is still alive.
 PARENT_POLL_SECONDS = 0.5
@@ -78,6 +89,41 @@ def _ready() -> bool:
     return True
 
 
+#: Exit status of a worker whose start imported a main module that starts a simulation.
+REIMPORTED_MAIN = 86
+
+
+def worker_refusal() -> str | None:
+    """Why this process must not start worker processes (None: it may).
+
+    A process that is itself a worker of another pool (multiprocessing, joblib's loky, as in a
+    hydra launcher's job) cannot start ``spawn`` workers reliably (loky's start method is
+    unknown to them) and already shares the machine's cores with its siblings.
+    """
+    current = multiprocessing.current_process()
+    if multiprocessing.parent_process() is not None or current.daemon:
+        return (
+            f"this process ({current.name}) is itself a worker of another process pool, such "
+            "as a job of hydra's joblib launcher"
+        )
+    return None
+
+
+def leave_if_reimported_main() -> None:
+    """End a starting worker at once if its import of the main module started a simulation.
+
+    ``spawn`` imports the main module of the parent again in each worker. A script that runs a
+    simulation at top level, without an ``if __name__ == "__main__":`` guard, would run it
+    again in every worker (and start workers of its own). Called by every entry point
+    (:func:`recourse_sim.run.run`): the worker exits quietly, and the parent's pool sees that
+    its workers could not start and runs everything in its own process.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # Quietly: the parent logs why it runs alone; a traceback here would only confuse.
+        sys.stdout.flush()
+        os._exit(REIMPORTED_MAIN)
+
+
 class WorkerPool:
     """``processes - 1`` worker processes that share work with this one.
 
@@ -94,24 +140,76 @@ class WorkerPool:
     def __init__(self, processes: int = 2):
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ConfigError("processes", processes, "an integer >= 1")
-        self.processes = processes
+        #: The processes asked for; :attr:`processes` is how many share the work.
+        self.requested = processes
+        self._processes = processes
         self._executor: ProcessPoolExecutor | None = None
+        self._warm_up: Future | None = None
+        #: Why the pool runs in this process alone although more were asked for (or None).
+        self.fallback: str | None = None
+
+    @property
+    def processes(self) -> int:
+        """Processes that share the work, this one included (1 after a fallback).
+
+        Reading it starts no worker; it waits for started workers to be ready, so that a
+        fallback is known before work is divided.
+        """
+        self._confirm()
+        return self._processes
 
     def shards(self, n_items: int) -> list[tuple[int, int]]:
         """Contiguous ``(start, stop)`` slices of ``n_items``, one per process, balanced."""
         return balanced_slices(n_items, self.processes)
 
     def start(self) -> WorkerPool:
-        """Start the workers now (they import torch meanwhile, overlapping other work)."""
-        if self.processes > 1 and self._executor is None:
+        """Start the workers now (they import torch meanwhile, overlapping other work).
+
+        Where workers must not start (:func:`worker_refusal`), the pool falls back to this
+        process alone and logs why.
+        """
+        if self._processes > 1 and self._executor is None:
+            refusal = worker_refusal()
+            if refusal is not None:
+                self._fall_back(refusal)
+                return self
             self._executor = ProcessPoolExecutor(
-                max_workers=self.processes - 1,
+                max_workers=self._processes - 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_initialise_worker,
                 initargs=(os.getpid(),),
             )
-            self._executor.submit(_ready)
+            self._warm_up = self._executor.submit(_ready)
         return self
+
+    def _confirm(self) -> None:
+        """Before work is divided: fall back where workers must not start, or could not."""
+        if self._processes > 1 and self._executor is None:
+            refusal = worker_refusal()
+            if refusal is not None:
+                self._fall_back(refusal)
+        if self._warm_up is None:
+            return
+        warm_up, self._warm_up = self._warm_up, None
+        try:
+            warm_up.result()
+        except BrokenProcessPool:
+            self._discard_broken()
+            main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main module"
+            self._fall_back(
+                "its worker processes could not start: most likely the main module "
+                f"({main}) starts a simulation when it is imported (a script without an "
+                '`if __name__ == "__main__":` guard; spawn imports it again in every worker)'
+            )
+
+    def _fall_back(self, reason: str) -> None:
+        self.fallback = reason
+        log.warning(
+            "processes=%d: running in one process, because %s. Results are the same, only slower",
+            self._processes,
+            reason,
+        )
+        self._processes = 1
 
     def submit(self, fn: Callable, /, *args) -> Future:
         """Run ``fn(*args)`` in a worker process (``fn`` and ``args`` must pickle).
@@ -120,9 +218,16 @@ class WorkerPool:
         ``result()`` raises ``BrokenProcessPool`` if one stops later (pass it to :meth:`result`
         to get a :class:`WorkerError` instead).
         """
-        if self.processes == 1:
-            raise RuntimeError("a pool of one process has no workers")
         self.start()
+        if self.processes == 1:
+            # A pool that fell back (or has one process) runs the call here: the caller's
+            # division of work stays valid, only nothing runs in parallel.
+            future: Future = Future()
+            try:
+                future.set_result(fn(*args))
+            except Exception as error:  # handed over like a worker's exception
+                future.set_exception(error)
+            return future
         try:
             return self._executor.submit(fn, *args)
         except BrokenProcessPool as error:

@@ -7,6 +7,7 @@ without it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import inspect
@@ -594,6 +595,47 @@ def resolve_processes(value: object) -> tuple[int, str]:
     return launcher_processes(launcher, cpus)
 
 
+#: Workers kept for the next job while a sweep runs its jobs one after another in this process.
+_kept_pool: WorkerPool | None = None
+
+
+def _worker_pool(processes: int) -> WorkerPool:
+    """The pool of a run: a new one, or the kept one in a sweep's later job.
+
+    The basic launcher runs a sweep's jobs one after another in one process; its jobs share
+    their workers instead of each paying for starting them (a few seconds, most of a small
+    job). Elsewhere every run has its own pool, closed at its end.
+    """
+    global _kept_pool
+    if not (in_sweep_job() and _runs_jobs_in_turn()):
+        return WorkerPool(processes)
+    if _kept_pool is not None and _kept_pool.requested != processes:
+        _kept_pool.close()
+        _kept_pool = None
+    if _kept_pool is None:
+        _kept_pool = WorkerPool(processes)
+        atexit.register(_kept_pool.close)
+    elif processes > 1:
+        log.info("workers: those of this sweep's previous job (already started)")
+    return _kept_pool
+
+
+def _runs_jobs_in_turn() -> bool:
+    """Whether this sweep's jobs run one after another in this process (the basic launcher)."""
+    launcher = HydraConfig.get().launcher
+    return "BasicLauncher" in _class_names(str(launcher.get("_target_", "")))
+
+
+def _release(workers: WorkerPool, broken: bool = False) -> None:
+    """Close a run's pool, unless the sweep keeps it for its next job (and it is whole)."""
+    global _kept_pool
+    if workers is _kept_pool and not broken:
+        return
+    if workers is _kept_pool:
+        _kept_pool = None
+    workers.close()
+
+
 def _auto_resume(output_dir: Path, values: dict) -> tuple[bool | str, bool]:
     """``resume=auto``: ``(resume, overwrite)`` for this directory, or ``(SKIP, False)``.
 
@@ -748,7 +790,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             train.n_features,
             device,
         )
-        workers = WorkerPool(processes if device.type == "cpu" else 1)
+        workers = _worker_pool(processes if device.type == "cpu" else 1)
         simulation = RecourseSimulation(
             train=train,
             test=test,
@@ -766,14 +808,17 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
         )
         try:
             # Workers start now and import torch while the simulation pre-trains.
-            with workers:
-                simulation.run(resume=bool(resume))
+            workers.start()
+            simulation.run(resume=bool(resume))
         except KeyboardInterrupt:
+            _release(workers, broken=True)
             directory.finish("interrupted")
             raise
         except BaseException:
+            _release(workers, broken=True)
             directory.finish("failed")
             raise
+        _release(workers)
         report = values.get("report") or {}
         if report.get("enabled", False):
             from recourse_sim.report import build_run_report

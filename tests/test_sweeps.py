@@ -729,3 +729,34 @@ def test_collect_refuses_a_directory_that_is_no_sweep(tmp_path, capsys):
     assert collect_main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a sweep directory" in err and "Traceback" not in err
+
+
+def test_a_basic_sweep_shares_its_workers_between_jobs(tmp_path):
+    # The basic launcher runs the jobs in turn in one process: the second job reuses the first
+    # job's workers, and its results are those of a run in one process.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recourse_sim",
+            "-m",
+            "seed=0,1",
+            *SMOKE,
+            "processes=2",
+            "report=none",
+            f"hydra.sweep.dir={tmp_path / 'two'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    logs = {
+        seed: (tmp_path / "two" / job_key([f"seed={seed}", *SMOKE, "processes=2"]))
+        for seed in (0, 1)
+    }
+    assert "previous job" not in (logs[0] / "__main__.log").read_text()
+    assert "previous job" in (logs[1] / "__main__.log").read_text()
+    alone = tmp_path / "alone"
+    assert execute(compose_config([*SMOKE, "seed=1", "processes=1", "report=none"]), alone) == 0
+    assert (logs[1] / "metrics.csv").read_bytes() == (alone / "metrics.csv").read_bytes()

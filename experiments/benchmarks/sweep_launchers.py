@@ -28,10 +28,13 @@ from pathlib import Path
 
 from common import RESULTS_DIR, parser, results_name, run_cli, write_results
 
-VARIANTS = {  # name: launcher overrides
-    "basic (processes=auto: 2)": [],
-    "basic, processes=1": ["processes=1"],
-    "joblib n_jobs=2 (processes=auto: 1)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+VARIANTS = {  # name: (directory, launcher overrides)
+    "basic (processes=auto: 2)": ("basic", []),
+    "basic, processes=1": ("basic_p1", ["processes=1"]),
+    "joblib n_jobs=2 (processes=auto: 1)": (
+        "joblib",
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    ),
 }
 
 
@@ -50,8 +53,8 @@ def per_job_seconds(sweep_dir: Path) -> list[float]:
 def sweep_rows(n_jobs: int, out: Path) -> list[dict[str, object]]:
     rows = []
     seeds = f"seed=range(0,{n_jobs})"
-    for name, launcher in VARIANTS.items():
-        sweep_dir = out / name.split(" ")[0] / ("p1" if "processes=1" in name else "default")
+    for name, (directory, launcher) in VARIANTS.items():
+        sweep_dir = out / directory
         base = ["-m", *launcher, "debug=smoke", seeds, "progress=false"]
         first = run_cli([*base, f"hydra.sweep.dir={sweep_dir}"], label=name)
         jobs = per_job_seconds(sweep_dir)
@@ -129,8 +132,10 @@ def plan_rows() -> tuple[list[dict[str, object]], list[str]]:
     notes.append(
         "Plan on paper, not measured on a cluster: per-job wall times from "
         "`results/synthetic_grid.csv` (one job per synthetic data set, 2 processes) and "
-        "`results/credit_run.csv` (the credit preset's defaults), measured on this 2-core "
-        "machine; each grid is run for 5 seeds; nodes like this machine run one job at a time "
+        "`results/credit_run.csv` (the credit preset's defaults), measured on 2026-11-25 on "
+        "this project's 2-core machine when it was an Intel Xeon (their .md files say so; the "
+        "sweeps above ran on an AMD EPYC that the README measures as slower); each grid is run "
+        "for 5 seeds; nodes like this machine run one job at a time "
         "with 2 CPUs (`hydra/launcher=slurm`, cpus_per_task=2), jobs scheduled longest first. "
         "Queueing and interpreter start-up on the nodes are not included. The real-world grid "
         "(`+experiment=paper_real_world`) is left out: no full run exists to time (one round "

@@ -22,12 +22,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
 from recourse_sim.__main__ import _CONFIG_DIR, execute
 from recourse_sim.keys import MAX_READABLE, RESULT_KEYS, job_key
 from recourse_sim.run import available_cpus, launcher_processes, resolve_processes
 from recourse_sim.simulation.recorder import Recorder
 from recourse_sim.simulation.rundir import DONE, LOCK, MANIFEST
+from recourse_sim.sweep.collect import rerun_command
 from recourse_sim.sweep.jobs import JobState, job_state, planned_jobs, sweep_jobs
 from recourse_sim.utils.workers import WorkerPool
 
@@ -323,6 +325,35 @@ def test_planned_jobs_expand_the_grid_of_the_basic_sweeper(tmp_path):
 def test_planned_jobs_are_unknown_for_another_sweeper_or_no_multirun(tmp_path):
     assert planned_jobs(_sweep(tmp_path / "a", "hydra_plugins.optuna.OptunaSweeper")) is None
     assert planned_jobs(tmp_path / "nothing") is None
+
+
+def test_numbered_job_directories_are_listed_without_a_plan(tmp_path):
+    # hydra.sweep.subdir=${hydra.job.num}: the plan cannot name the directories, and no
+    # override is ever resolved (${hydra.job.num} has no value outside a job).
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    multirun = {
+        "hydra": {
+            "sweeper": {"_target_": _BASIC},
+            "sweep": {"dir": str(sweep), "subdir": "${hydra.job.num}"},
+            "overrides": {
+                "hydra": ["hydra.mode=MULTIRUN", "hydra.sweep.subdir=${hydra.job.num}"],
+                "task": ["seed=0,1"],
+            },
+        }
+    }
+    OmegaConf.save(OmegaConf.create(multirun), sweep / "multirun.yaml")
+    job = _started(sweep / "0")
+    (job / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(
+        OmegaConf.create(["seed=0", "x=${hydra.job.num}"]), job / ".hydra/overrides.yaml"
+    )
+    assert planned_jobs(sweep) is None
+    jobs = sweep_jobs(sweep)
+    assert [(j.name, j.planned, j.overrides) for j in jobs] == [
+        ("0", False, ["seed=0", "x=${hydra.job.num}"])
+    ]
+    assert "'hydra.sweep.subdir=${hydra.job.num}'" in rerun_command(sweep)
 
 
 def test_sweep_jobs_list_the_plan_first_then_directories_of_earlier_launches(tmp_path):

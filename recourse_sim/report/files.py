@@ -131,7 +131,14 @@ def read_overrides(path: str | Path) -> list[str]:
     except Exception as error:  # a report must not fail on a damaged side file
         log.warning("cannot read %s: %s", path, error)
         return []
-    return [str(item) for item in overrides] if overrides is not None else []
+    return override_strings(overrides)
+
+
+def override_strings(node: object) -> list[str]:
+    """A list node of override strings as text, never resolved (``${hydra.job.num}`` stays)."""
+    if not OmegaConf.is_list(node):
+        return []
+    return [str(item) for item in OmegaConf.to_container(node, resolve=False)]
 
 
 def _load_yaml(path: Path) -> DictConfig | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from recourse_sim.report.files import override_strings
 from recourse_sim.sweep.jobs import MULTIRUN_FILE, JobState, hydra_quoted, sweep_jobs
 
 JOBS_FILE = "jobs.csv"
@@ -82,11 +83,11 @@ def rerun_command(sweep_dir: Path, program: str = "python -m recourse_sim") -> s
             multirun = None
     if multirun is None:
         return ""
-    task = [str(o) for o in OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or []]
+    task = override_strings(OmegaConf.select(multirun, "hydra.overrides.task", default=None))
     hydra = [
-        str(o)
-        for o in OmegaConf.select(multirun, "hydra.overrides.hydra", default=[]) or []
-        if not str(o).startswith(("hydra.mode=", "hydra.sweep.dir="))
+        o
+        for o in override_strings(OmegaConf.select(multirun, "hydra.overrides.hydra", default=None))
+        if not o.startswith(("hydra.mode=", "hydra.sweep.dir="))
     ]
     words = [*task, *hydra, f"hydra.sweep.dir={hydra_quoted(str(sweep_dir.resolve()))}"]
     return " ".join([program, "-m", *(shlex.quote(w) for w in words)])

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from recourse_sim.keys import job_key
+from recourse_sim.report.files import override_strings, read_overrides
 from recourse_sim.simulation.rundir import DONE, LOCK, MANIFEST
 
 try:  # POSIX
@@ -81,15 +82,15 @@ def _load(path: Path) -> DictConfig | None:
 
 
 def _overrides(job_dir: Path) -> list[str]:
-    node = _load(job_dir / ".hydra" / "overrides.yaml") if job_dir.is_dir() else None
-    return [str(o) for o in node] if node is not None else []
+    return read_overrides(job_dir / ".hydra" / "overrides.yaml") if job_dir.is_dir() else []
 
 
 def planned_jobs(sweep_dir: str | Path) -> list[list[str]] | None:
     """Every job's overrides as the sweep in ``multirun.yaml`` plans them (None: unknown).
 
     Known for hydra's basic sweeper (the one every launcher uses unless another sweeper is
-    configured); a grid of ``-m`` overrides and ``hydra.sweeper.params`` is expanded as it does.
+    configured) with jobs named by their overrides (the default ``hydra.sweep.subdir``); a grid
+    of ``-m`` overrides and ``hydra.sweeper.params`` is expanded as the sweeper does.
     """
     multirun = _load(Path(sweep_dir) / MULTIRUN_FILE)
     if multirun is None:
@@ -97,6 +98,10 @@ def planned_jobs(sweep_dir: str | Path) -> list[list[str]] | None:
     sweeper = str(OmegaConf.select(multirun, "hydra.sweeper._target_", default="") or "")
     if not sweeper.endswith("BasicSweeper"):
         return None
+    sweep = OmegaConf.select(multirun, "hydra.sweep", default=None)
+    subdir = OmegaConf.to_container(sweep, resolve=False).get("subdir") if sweep else None
+    if subdir is not None and "job_key" not in str(subdir):
+        return None  # jobs named otherwise (e.g. by number): their directories cannot be told
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -104,8 +109,7 @@ def planned_jobs(sweep_dir: str | Path) -> list[list[str]] | None:
     params = OmegaConf.select(multirun, "hydra.sweeper.params", default=None)
     if isinstance(params, DictConfig):
         arguments += [f"{k}={v}" for k, v in params.items()]
-    task = OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or []
-    arguments += [str(o) for o in task]
+    arguments += override_strings(OmegaConf.select(multirun, "hydra.overrides.task", default=None))
     try:
         parsed = OverridesParser.create().parse_overrides(arguments)
         batches = BasicSweeper.split_arguments(parsed, None)

@@ -168,11 +168,7 @@ class WorkerPool:
         Where workers must not start (:func:`worker_refusal`), the pool falls back to this
         process alone and logs why.
         """
-        if self._processes > 1 and self._executor is None:
-            refusal = worker_refusal()
-            if refusal is not None:
-                self._fall_back(refusal)
-                return self
+        if self._processes > 1 and self._executor is None and not self._refused():
             self._executor = ProcessPoolExecutor(
                 max_workers=self._processes - 1,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -185,9 +181,7 @@ class WorkerPool:
     def _confirm(self) -> None:
         """Before work is divided: fall back where workers must not start, or could not."""
         if self._processes > 1 and self._executor is None:
-            refusal = worker_refusal()
-            if refusal is not None:
-                self._fall_back(refusal)
+            self._refused()
         if self._warm_up is None:
             return
         warm_up, self._warm_up = self._warm_up, None
@@ -201,6 +195,13 @@ class WorkerPool:
                 f"({main}) starts a simulation when it is imported (a script without an "
                 '`if __name__ == "__main__":` guard; spawn imports it again in every worker)'
             )
+
+    def _refused(self) -> bool:
+        """Fall back to this process if workers must not start here (:func:`worker_refusal`)."""
+        refusal = worker_refusal()
+        if refusal is not None:
+            self._fall_back(refusal)
+        return refusal is not None
 
     def _fall_back(self, reason: str) -> None:
         self.fallback = reason

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -769,7 +770,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
                 "; only the files that run wrote are removed. Or resume it with resume=true, or "
                 "choose another hydra.run.dir (hydra.sweep.dir for a sweep)",
             )
+        started = time.perf_counter()
         train, test, arrivals = _data_and_arrivals(cfg, dynamics, simulation_config, streams)
+        data_seconds = time.perf_counter() - started
         if not resume and earlier:
             logs = [str(f.relative_to(output_dir)) for f in _log_files(output_dir)]
             removed = directory.clear_earlier_results(keep=logs)
@@ -779,6 +782,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             fingerprint=recorder.fingerprint,
             result_keys=result_keys(values),
             rounding_keys=rounding_keys(values),
+            # N of the reference-form decisiveness, which reports normalise by ½√N.
+            data_rows={"training": train.n_samples, "test": test.n_samples},
         )
         directory.register(*_log_files(output_dir), *_hydra_files(cfg, output_dir))
         if why:
@@ -820,22 +825,57 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RecourseSimula
             raise
         _release(workers)
         report = values.get("report") or {}
+        html = None
+        report_seconds = None
         if report.get("enabled", False):
             from recourse_sim.report import build_run_report
 
+            figures = bool(report.get("figures", True))
+            log.info("building the report%s ...", " and its figures" if figures else "")
+            started = time.perf_counter()
             try:
-                build_run_report(
-                    output_dir,
-                    figures=bool(report.get("figures", True)),
-                    register=directory.register,
-                )
+                html = build_run_report(output_dir, figures=figures, register=directory.register)
             except Exception:  # a report must never cost a run its results
                 log.exception(
                     "report failed; rebuild with: python -m recourse_sim.report %s", output_dir
                 )
                 # What it wrote before failing is this run's too (an overwrite removes it).
                 directory.register(*[output_dir / f for f in directory.unrecorded_outputs()])
+            report_seconds = time.perf_counter() - started
         directory.finish()
         directory.mark_done(fingerprint=recorder.fingerprint, result_keys=result_keys(values))
+        log.info("timings: %s", _timings(data_seconds, simulation.timings, report_seconds))
     print(f"recourse_sim: results written to {output_dir.resolve()}")
+    if html is not None:
+        _print_headline(html)
     return simulation
+
+
+def _timings(data_seconds: float, timings, report_seconds: float | None) -> str:
+    """The phases of a run in seconds, for its log."""
+    seconds = dict(timings.seconds)
+    parts = [f"data {data_seconds:.1f} s"]
+    if "pre-training" in seconds:
+        parts.append(f"pre-training {seconds['pre-training']:.1f} s")
+    if "rounds" in seconds:
+        evaluation = seconds.get("evaluation", 0.0)
+        parts.append(f"rounds {seconds['rounds']:.1f} s (of which evaluation {evaluation:.1f} s)")
+    if "tables" in seconds:
+        parts.append(f"tables {seconds['tables']:.1f} s")
+    if report_seconds is not None:
+        parts.append(f"report {report_seconds:.1f} s")
+    return ", ".join(parts)
+
+
+def _print_headline(html: Path, bullets: int = 3) -> None:
+    """The report to open and its first sentences, on the terminal."""
+    from recourse_sim.report import headline
+
+    print(f"recourse_sim: report: {html.resolve()}")
+    try:
+        sentences = headline(html.parent, bullets)
+    except Exception:  # the sentences are a courtesy; the report itself was written
+        log.debug("no headline", exc_info=True)
+        return
+    for sentence in sentences:
+        print(f"  - {sentence}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -14,11 +15,13 @@ import pandas as pd
 import pytest
 from conftest import TINY as SMOKE_TWO_REPETITIONS
 from omegaconf import OmegaConf
+from scipy import stats
 
 from recourse_sim.keys import job_key
 from recourse_sim.report import ReportError, build_report, build_run_report, build_sweep_report
 from recourse_sim.report.callback import ShiftReportCallback
 from recourse_sim.report.document import format_number
+from recourse_sim.report.glossary import plain_name
 from recourse_sim.report.reading import largest_shifts
 from recourse_sim.report.tables import (
     final_round_summary,
@@ -179,18 +182,79 @@ def write_fake_sweep(directory: Path) -> Path:
 # --- independent reference computations ------------------------------------------------------
 
 
-def expected_summary(metrics: pd.DataFrame, by=("model", "generator"), per=()) -> pd.DataFrame:
+def exact_p(p: np.ndarray, n_permutations: int | None) -> np.ndarray:
+    """Recorded reference-form p-values b/P as (b + 1)/(P + 1); P unknown: 0 has no exact form."""
+    p = np.asarray(p, float)
+    if not n_permutations:
+        return np.where(p > 0, p, np.nan)
+    return (np.round(p * n_permutations) + 1) / (n_permutations + 1)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment, written out as a loop over the sorted finite p-values."""
+    p = np.asarray(p_values, float)
+    adjusted = np.full(len(p), np.nan)
+    finite = sorted((i for i in range(len(p)) if np.isfinite(p[i])), key=lambda i: p[i])
+    running = 0.0
+    for rank, i in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def expected_summary(
+    metrics: pd.DataFrame, by=("model", "generator"), per=(), n_permutations=None
+) -> pd.DataFrame:
     """The final-round aggregate, computed here independently of the package."""
     by, per = list(by), list(per)
     last_round = metrics.groupby(per + by)["round"].transform("max")
     last = metrics[metrics["round"] == last_round]
-    return last.groupby(["metric", *by]).agg(
-        round=("round", "max"),
-        n=("value", "size"),
-        mean=("value", "mean"),
-        sd=("value", "std"),
-        p_value=("p_value", "mean"),
+    rows = {}
+    for key, group in last.groupby(["metric", *by]):
+        values = group["value"].dropna().to_numpy(float)
+        p = group["p_value"][group["value"].notna()].dropna().to_numpy(float)
+        n = len(values)
+        mean = values.mean() if n else math.nan
+        sd = values.std(ddof=1) if n > 1 else math.nan
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.nan
+        per_test = exact_p(p, n_permutations)
+        # Counted by the exact (b + 1)/(P + 1) (with P < 20 never below 0.05); P unknown: as
+        # recorded.
+        significant = np.where(np.isfinite(per_test), per_test, p) < 0.05
+        exact = per_test[np.isfinite(per_test)]
+        if len(exact) == 0:
+            combined = math.nan
+        elif len(exact) == 1:
+            combined = exact[0]
+        else:
+            combined = stats.combine_pvalues(exact, method="fisher").pvalue
+        rows[key] = {
+            "round": group["round"].max(),
+            "n": n,
+            "mean": mean,
+            "sd": sd,
+            "ci_low": mean - half,
+            "ci_high": mean + half,
+            "p_value": p.mean() if len(p) else math.nan,
+            "n_tested": len(p),
+            "n_significant": int(significant.sum()),
+            "p_combined": combined,
+        }
+    expected = pd.DataFrame.from_dict(rows, orient="index")
+    expected.index = expected.index.set_names(["metric", *by])
+    expected["p_holm"] = holm(expected["p_combined"].to_numpy(float))
+    return expected
+
+
+def with_normalised(metrics: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
+    """``metrics`` plus the report's decisiveness / (½√N), N from the run's manifest."""
+    rows = json.loads((run_dir / "manifest.json").read_text())["data_rows"]
+    scale = 0.5 * math.sqrt(rows["training"] + rows["test"])
+    extra = metrics[metrics["metric"] == "decisiveness"].assign(
+        metric="decisiveness_normalised", p_value=math.nan
     )
+    extra["value"] = extra["value"] / scale
+    return pd.concat([metrics, extra], ignore_index=True)
 
 
 def fmt(value) -> str:
@@ -203,11 +267,11 @@ def assert_summary_matches(table: pd.DataFrame, expected: pd.DataFrame, by) -> N
     table = table.set_index(["metric", *by]).sort_index()
     expected = expected.sort_index()
     assert list(table.index) == list(expected.index)
-    for column in ("round", "n"):
+    for column in ("round", "n", "n_tested", "n_significant"):
         np.testing.assert_array_equal(table[column].to_numpy(), expected[column].to_numpy())
-    for column in ("mean", "sd", "p_value"):
+    for column in ("mean", "sd", "ci_low", "ci_high", "p_value", "p_combined", "p_holm"):
         np.testing.assert_allclose(
-            table[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-12, atol=0
+            table[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-9, atol=0
         )
 
 
@@ -220,12 +284,29 @@ def html_row(values) -> str:
 
 
 def assert_html_has_summary(html: str, expected: pd.DataFrame, scopes: dict[str, str]) -> None:
-    """Every row of the summary appears in the HTML with numbers to 4 significant digits."""
+    """Every row of the summary appears in the HTML as a reader sees it (4 significant digits).
+
+    The columns: plain name, scope, system, final round, n, mean, "low … high", sd,
+    "k of n" (tested repetitions), combined p and Holm p (a right-aligned – where there is no
+    test).
+    """
     for key, row in expected.iterrows():
         metric, *system = key
-        values = [metric, scopes[metric], *system, int(row["round"]), int(row["n"])]
-        values += [float(row["mean"]), float(row["sd"]), float(row["p_value"])]
-        assert html_row(values) in html, f"summary row {key} missing from the HTML"
+        values = [plain_name(metric), scopes.get(metric, "model"), *system]
+        values += [int(row["round"]), int(row["n"]), float(row["mean"])]
+        ci = "–" if math.isnan(row["ci_low"]) else f"{fmt(row['ci_low'])} … {fmt(row['ci_high'])}"
+        values += [ci, float(row["sd"])]
+        prefix = html_row(values)
+        if row["n_tested"]:
+            cells = f"<td>{int(row['n_significant'])} of {int(row['n_tested'])}</td>"
+        else:
+            cells = "<td>–</td>"
+        for p in (row["p_combined"], row["p_holm"]):
+            if p < 1e-12:
+                cells += "<td>&lt; 1e-12</td>"
+            else:  # fmt gives – for NaN
+                cells += f'<td class="n">{fmt(float(p))}</td>'
+        assert prefix + cells in html, f"summary row {key} missing from the HTML"
 
 
 def assert_valid_png(path: Path) -> None:
@@ -252,13 +333,32 @@ def test_final_round_summary_matches_a_direct_aggregate():
         "n",
         "mean",
         "sd",
+        "ci_low",
+        "ci_high",
         "p_value",
+        "n_tested",
+        "n_significant",
+        "p_combined",
+        "p_holm",
     ]
     assert len(table) == len(METRICS) * 4
     assert (table["round"] == 10).all() and (table["n"] == 3).all()
     assert_summary_matches(table, expected_summary(metrics), ["model", "generator"])
     # Report order: the reference metrics in their canonical order.
     assert table["metric"].iloc[0] == "mmd_domain" and table["metric"].iloc[-1] == "f1_change"
+    # Tests only where there are p-values: the three MMDs of each of the 4 systems.
+    tested = table[table["n_tested"] > 0]
+    assert set(tested["metric"]) == WITH_P and (tested["n_tested"] == 3).all()
+    assert table.loc[table["n_tested"] == 0, ["p_combined", "p_holm"]].isna().all().all()
+    # With P known, a recorded b/P is combined as (b + 1)/(P + 1): the same rows, other p.
+    rounded = metrics.assign(p_value=(metrics["p_value"] * 100).round() / 100)
+    with_p = final_round_summary(rounded, n_permutations=100)
+    assert_summary_matches(
+        with_p, expected_summary(rounded, n_permutations=100), ["model", "generator"]
+    )
+    assert not np.allclose(
+        with_p["p_combined"].dropna(), final_round_summary(rounded)["p_combined"].dropna()
+    )
 
 
 def test_final_round_is_taken_per_system():
@@ -343,23 +443,50 @@ def test_number_format():
     assert format_number(np.float32(0.5)) == "0.5"
 
 
+#: The test columns of a summary row without p-values: p_value, n_tested, n_significant,
+#: p_combined, p_holm.
+NO_TEST = (np.nan, 0, 0, np.nan, np.nan)
+SUMMARY_COLUMNS = [
+    "metric",
+    "scope",
+    "model",
+    "generator",
+    "round",
+    "n",
+    "mean",
+    "sd",
+    "p_value",
+    "n_tested",
+    "n_significant",
+    "p_combined",
+    "p_holm",
+]
+
+
 def test_reading_is_derived_from_the_numbers():
     summary = pd.DataFrame(
         [
-            ("mmd_domain", "domain", "mlp", "generic", 50, 5, 0.12, 0.01, 0.01),
-            ("mmd_domain", "domain", "mlp", "wachter_mad", 50, 5, 0.03, 0.01, 0.4),
-            ("mmd_model", "model", "mlp", "generic", 50, 5, 0.05, 0.01, 0.02),
-            ("mmd_model", "model", "mlp", "wachter_mad", 50, 5, 0.02, 0.01, 0.3),
-            ("f1_change", "model", "mlp", "generic", 50, 5, -0.041, 0.01, np.nan),
-            ("f1_change", "model", "mlp", "wachter_mad", 50, 5, -0.01, 0.01, np.nan),
+            ("mmd_domain", "domain", "mlp", "generic", 50, 5, 0.12, 0.01, 0.01, 5, 4, 0.001, 0.004),
+            ("mmd_domain", "domain", "mlp", "wachter_mad", 50, 5, 0.03, 0.01, 0.4, 5, 0, 0.6, 0.6),
+            # Combined p < 0.05 but not after Holm's adjustment: not significant.
+            ("mmd_model", "model", "mlp", "generic", 50, 5, 0.05, 0.01, 0.02, 5, 3, 0.03, 0.09),
+            ("mmd_model", "model", "mlp", "wachter_mad", 50, 5, 0.02, 0.01, 0.3, 5, 0, 0.5, 1.0),
+            ("f1_change", "model", "mlp", "generic", 50, 5, -0.041, 0.01, *NO_TEST),
+            ("f1_change", "model", "mlp", "wachter_mad", 50, 5, -0.01, 0.01, *NO_TEST),
         ],
-        columns=["metric", "scope", "model", "generator", "round", "n", "mean", "sd", "p_value"],
+        columns=SUMMARY_COLUMNS,
     )
-    text = " ".join(largest_shifts(summary))
-    assert "Under generic with mlp, the domain shift (MMD) reached 0.12 after 50 rounds" in text
-    assert "mean p = 0.01" in text
+    text = " ".join(largest_shifts(summary, n_permutations=100))
+    assert (
+        "Under generic with mlp, the domain shift (MMD²) reached 0.12 after 50 rounds "
+        "(p < 0.05 in 4 of 5 repetitions; combined p = 0.001)" in text
+    )
+    assert "mean p" not in text  # the mean of p-values is no test
     assert "F1 fell by 4.1 points" in text
-    assert "domain shift under 1 of 2 systems" in text
+    assert "the domain shift under 1 of 2 systems (p < 0.05 in 4 of 10 tests)" in text
+    assert "the model shift under 0 of 2 systems (p < 0.05 in 3 of 10 tests)" in text
+    assert "after combining the repetitions' permutation tests (P = 100; Fisher's method)" in text
+    assert "adjusting for the 4 tests of the final-round table (Holm)" in text
     # Swap the systems: the reading follows the numbers.
     swapped = summary.assign(
         generator=summary["generator"].map({"generic": "x", "wachter_mad": "y"})
@@ -390,7 +517,11 @@ def test_run_report_from_files(tmp_path):
     # Self-contained: every image inline, nothing fetched from elsewhere.
     assert html.count('<img src="data:image/png;base64,') == 3
     assert "http://" not in html and "https://" not in html and "<link" not in html
-    assert "Largest shifts" in html and "domain shift (MMD)" in html
+    assert "Largest shifts" in html and "domain shift (MMD²)" in html
+    # Each figure also as SVG beside its PNG (for papers); the HTML embeds the PNGs only.
+    assert {p.name for p in (run / "figures").glob("*.svg")} == {
+        p.with_suffix(".svg").name for p in figures
+    }
 
 
 def test_tables_only_report(tmp_path):
@@ -491,7 +622,9 @@ def test_run_report_through_the_cli(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert (tmp_path / "report.md").is_file()
     metrics = pd.read_csv(tmp_path / "metrics.csv")
-    expected = expected_summary(metrics)
+    # The report adds decisiveness / (½√N) (N from manifest.json); P = 10 (TINY).
+    expected = expected_summary(with_normalised(metrics, tmp_path), n_permutations=10)
+    assert "decisiveness_normalised" in expected.index.get_level_values("metric")
     assert_summary_matches(
         pd.read_csv(tmp_path / "summary_table.csv"), expected, ["model", "generator"]
     )
@@ -529,7 +662,11 @@ def test_sweep_report_through_the_cli(tmp_path):
     }
     jobs = [pd.read_csv(tmp_path / job / "metrics.csv") for job in names.values()]
     assert len(summary) == sum(len(job) for job in jobs)
-    expected = expected_summary(summary, per=["job"])
+    # Each job's decisiveness normalised by its own N; P = 10 (TINY).
+    normalised = pd.concat(
+        [with_normalised(summary[summary["job"] == job], tmp_path / job) for job in names.values()]
+    )
+    expected = expected_summary(normalised, per=["job"], n_permutations=10)
     assert_summary_matches(
         pd.read_csv(tmp_path / "summary_table.csv"), expected, ["model", "generator"]
     )
@@ -598,26 +735,100 @@ def test_p_value_format():
     assert format_cell(PValue(0.0, 100)) == "< 0.01" and is_numeric(PValue(0.0))
 
 
+def chi2_4_sf(p1: float, p2: float) -> float:
+    """Fisher's combination of two p-values: χ²₄ survival exp(−x/2)(1 + x/2), x = −2 Σ ln p."""
+    x = -2 * (math.log(p1) + math.log(p2))
+    return math.exp(-x / 2) * (1 + x / 2)
+
+
 def test_report_shows_a_p_value_of_zero_as_below_one_over_p(tmp_path):
     html, markdown = report_texts(write_small_run(tmp_path / "run", p_zero_rows()))
-    # Final-round table: generic's mmd_domain has mean p 0 -> "< 0.01" (P = 100), right-aligned.
-    assert '<td class="n">&lt; 0.01</td>' in html
-    assert "| 0.125 | 0 | < 0.01 |" in markdown
-    # The reading says "p < 0.01" and still counts the shift as significant.
-    assert "(mean p &lt; 0.01)" in html and "(mean p < 0.01)" in markdown
-    assert "domain shift under 1 of 2 systems" in markdown
+    # generic's mmd_domain: p = 0 (b = 0 of P = 100) in both repetitions, each 1/101 exactly.
+    generic = chi2_4_sf(1 / 101, 1 / 101)
+    wachter = chi2_4_sf(51 / 101, 51 / 101)
+    assert generic == pytest.approx(0.001003, abs=5e-7)
+    assert (
+        f"| domain shift (MMD²) | domain | mlp | generic | 10 | 2 | 0.125 | 0.125 … 0.125 | 0 "
+        f"| 2 of 2 | {generic:.4g} | {2 * generic:.4g} |" in markdown
+    )
+    assert (
+        f"| domain shift (MMD²) | domain | mlp | wachter_mad | 10 | 2 | 0.0625 | 0.0625 … 0.0625 "
+        f"| 0 | 0 of 2 | {wachter:.4g} | {wachter:.4g} |" in markdown
+    )
+    assert f'<td class="n">{generic:.4g}</td>' in html  # right-aligned numbers
+    # The reading counts the repetitions and gives the combined p, which is never 0.
+    assert "(p < 0.05 in 2 of 2 repetitions; combined p = 0.001)" in markdown
+    assert "the domain shift under 1 of 2 systems (p < 0.05 in 2 of 4 tests)" in markdown
+    assert "A single test's recorded p-value of 0 reads < 0.01." in markdown
+    # The table's p-value columns are right-aligned numbers; no test reads a right-aligned –.
+    assert (
+        "| p < 0.05 in | combined p | Holm p |\n"
+        "|---|---|---|---|---:|---:|---:|---|---:|---|---:|---:|" in markdown
+    )
+    assert "| generic | 10 | 2 | 0.25 | 0.25 … 0.25 | 0 | – | – | – |" in markdown
+    assert '<td>–</td><td class="n">–</td><td class="n">–</td>' in html
     for text in (html, markdown):
-        assert "0.000" not in text
+        assert "0.000" not in text and "nan" not in text
         assert not re.search(P_EQUALS_ZERO, text)
     summary = pd.read_csv(tmp_path / "run" / "summary_table.csv")  # the numbers stay numbers
+    row = summary.query("generator == 'generic' and metric == 'mmd_domain'").iloc[0]
+    assert row["p_value"] == 0 and row["n_significant"] == 2
+    assert row["p_combined"] == pytest.approx(generic, rel=1e-9)
+    assert row["p_holm"] == pytest.approx(2 * generic, rel=1e-9)
+
+
+def test_a_single_repetitions_p_value_of_zero_reads_below_one_over_p(tmp_path):
+    rows = [r for r in p_zero_rows() if r[0] == 0]
+    html, markdown = report_texts(write_small_run(tmp_path / "run", rows))
+    assert "reached 0.12 after 10 rounds (p < 0.01)" in markdown
+    assert "(p &lt; 0.01)" in html
+    # The table gives the exact form of that one test: 1/101, not 0.
+    assert "| 1 of 1 | 0.009901 |" in markdown
+    assert not re.search(P_EQUALS_ZERO, markdown) and "0.000" not in markdown
+    # One repetition: nothing is combined, and the counts are singular where they are one.
+    assert "Every metric at the last evaluated round over 1 repetition: the mean" in markdown
     assert (
-        summary.query("generator == 'generic' and metric == 'mmd_domain'")["p_value"].iloc[0] == 0
+        "Significant at the 5 % level after adjusting for the 2 tests of the final-round table "
+        "(Holm): the domain shift under 1 of 2 systems (p < 0.05 in 1 of 2 tests)." in markdown
     )
+    assert "combining" not in markdown and "Fisher's method)" not in markdown
+
+
+def test_one_test_in_all_is_counted_in_the_singular(tmp_path):
+    rows = [(0, "generic", "mmd_domain", 0.1, 0.3), (0, "generic", "f1_change", -0.02, math.nan)]
+    _, markdown = report_texts(write_small_run(tmp_path / "run", rows))
+    assert "reached 0.1 after 10 rounds (p = 0.3); F1 fell by 2 points." in markdown
+    assert (
+        "Significant at the 5 % level after adjusting for the 1 test of the final-round table "
+        "(Holm): the domain shift under 0 of 1 system (p < 0.05 in 0 of 1 test)." in markdown
+    )
+    assert "over 1 repetition:" in markdown
+    assert "repetitions" not in markdown.split("## Glossary")[0] and "1 tests" not in markdown
 
 
 def test_p_value_of_zero_without_a_known_p(tmp_path):
     html, markdown = report_texts(write_small_run(tmp_path / "run", p_zero_rows(), None))
-    assert "| < 1/P |" in markdown and "&lt; 1/P" in html and "(mean p < 1/P)" in markdown
+    assert "A single test's recorded p-value of 0 reads < 1/P." in markdown and "&lt; 1/P" in html
+    # Without P the exact form of a 0 is unknown: no combined p, and no "p = 0" anywhere.
+    assert "| 2 of 2 | – | – |" in markdown
+    assert not re.search(P_EQUALS_ZERO, markdown) and "0.000" not in markdown
+    summary = pd.read_csv(tmp_path / "run" / "summary_table.csv")
+    summary = summary[summary["metric"] == "mmd_domain"].set_index("generator")
+    assert math.isnan(summary.loc["generic", "p_combined"])
+    # wachter_mad's p = 0.5 (P unknown: taken as it is), combined over the two repetitions.
+    assert summary.loc["wachter_mad", "p_combined"] == pytest.approx(chi2_4_sf(0.5, 0.5))
+
+
+def test_p_value_of_zero_without_a_known_p_reads_without_nan(tmp_path):
+    _, markdown = report_texts(write_small_run(tmp_path / "run", p_zero_rows(), None))
+    assert "nan" not in markdown
+    # generic: p = 0 in both repetitions, so no combined p; the counts stay, and say why.
+    assert "reached 0.12 after 10 rounds (p < 0.05 in 2 of 2 repetitions), the larger" in markdown
+    assert (
+        "(P permutations; Fisher's method) and adjusting for the 1 test of the final-round table "
+        "(Holm): the domain shift under 0 of 2 systems (p < 0.05 in 2 of 4 tests; 1 without a "
+        "combined p-value, P being unknown)." in markdown
+    )
 
 
 def test_p_value_of_zero_and_missing_values_in_a_sweep_report(tmp_path):
@@ -633,10 +844,21 @@ def test_p_value_of_zero_and_missing_values_in_a_sweep_report(tmp_path):
             OmegaConf.create([f"generator={gen}"]), sweep / str(job) / ".hydra" / "overrides.yaml"
         )
     markdown = build_sweep_report(sweep, figures=False).with_suffix(".md").read_text()
-    assert "< 0.001" in markdown and "0.000" not in markdown
-    assert not re.search(P_EQUALS_ZERO, markdown)
+    assert "A single test's recorded p-value of 0 reads < 0.001." in markdown
+    assert "0.000" not in markdown
+    assert not re.search(P_EQUALS_ZERO, markdown) and "nan" not in markdown
+    # generic: p = 0 of P = 1000 in both repetitions, combined from 1/1001 each.
+    generic = chi2_4_sf(1 / 1001, 1 / 1001)
+    assert f"| 2 of 2 | {generic:.4g} | {2 * generic:.4g} |" in markdown
+    # A sweep counts its tests in runs (jobs x repetitions), not repetitions.
+    assert "(p < 0.05 in 2 of 2 runs; combined p = 1.5e-05)" in markdown
+    assert "after combining the runs' permutation tests (P = 1000; Fisher's method)" in markdown
+    assert "(p < 0.05 in 2 of 4 tests)" in markdown
     assert "## Missing values" in markdown
-    assert "| 1 | f1_change | mlp | wachter_mad | the test set is empty | 1 | 0 | 10 |" in markdown
+    assert (
+        "| 1 | change of macro F1 | mlp | wachter_mad | the test set is empty | 1 | 0 | 10 |"
+        in markdown
+    )
 
 
 def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
@@ -673,25 +895,51 @@ def test_missing_values_are_shown_as_missing_with_their_reasons(tmp_path):
     assert summary.loc[("mmd_model", "wachter_mad"), "n"] == 1
     assert summary.loc[("mmd_model", "wachter_mad"), "mean"] == 0.03
     assert np.isnan(summary.loc[("mmd_model", "generic"), "p_value"])  # the stale p = 0 is gone
-    # The table shows the missing cells as "–".
-    assert "| perturbation | model | mlp | generic | 10 | 0 | – | – | – |" in markdown
-    assert "| mmd_model | model | mlp | generic | 10 | 0 | – | – | – |" in markdown
+    assert summary.loc[("mmd_model", "generic"), "n_tested"] == 0
+    assert np.isnan(summary.loc[("mmd_model", "generic"), "p_combined"])
+    assert summary.loc[("mmd_model", "wachter_mad"), "n_tested"] == 1
+    # The table shows the missing cells as "–": mean, interval, sd, count and both p-values.
+    assert (
+        "| parameter perturbation (reference form) | model | mlp | generic | 10 | 0 "
+        "| – | – | – | – | – | – |" in markdown
+    )
+    assert (
+        "| model shift (MMD² of predictions) | model | mlp | generic | 10 | 0 "
+        "| – | – | – | – | – | – |" in markdown
+    )
     # The section lists the reasons, in both renderings.
     for text in (html, markdown):
         assert "Missing values" in text
         assert "the model has no parameters" in text
         assert "hold 2 non-finite values (NaN or inf)" in text
     assert (
-        "| perturbation | mlp | generic | the model has no parameters | 2 | 0, 1 | 10 |" in markdown
+        "| parameter perturbation (reference form) | mlp | generic | the model has no parameters "
+        "| 2 | 0, 1 | 10 |" in markdown
     )
     # The reading neither ranks nor counts the missing values, and names them.
     reading = markdown.split("## Largest shifts")[1].split("## Final-round summary")[0]
     assert (
-        "model shift (MMD of predictions) was 0.03 (p = 0.2) under wachter_mad with mlp" in reading
+        "model shift (MMD² of predictions) was 0.03 (p = 0.2) under wachter_mad with mlp" in reading
     )
     assert "model shift under 0 of 1 system" in reading  # generic's stale p = 0 is not counted
     assert "No value could be computed at the final round" in reading
-    assert "parameter perturbation under generic with mlp" in reading
+    assert (
+        "for the model shift (MMD² of predictions) under generic with mlp; the parameter "
+        "perturbation (reference form) under generic with mlp (see Missing values)" in reading
+    )
+
+
+def test_one_missing_value_is_counted_in_the_singular(tmp_path):
+    rows = [
+        (rep, "generic", metric, value, p)
+        for rep in (0, 1)
+        for metric, value, p in (("mmd_domain", 0.1, 0.5), ("f1_change", -0.01, math.nan))
+    ]
+    rows[-1] = (1, "generic", "f1_change", math.nan, math.nan)
+    missing = [(1, 10, "mlp", "generic", "f1_change", "the test set is empty")]
+    _, markdown = report_texts(write_small_run(tmp_path / "run", rows, missing=missing))
+    assert "1 metric values" not in markdown and "1 metric value could not be" in markdown
+    assert "F1 fell by 1 point." in markdown and "1 points" not in markdown
 
 
 def test_no_missing_section_without_missing_values(tmp_path):
@@ -701,14 +949,21 @@ def test_no_missing_section_without_missing_values(tmp_path):
 
 
 def test_reading_never_calls_a_missing_value_significant():
+    exact = chi2_4_sf(1 / 101, 1 / 101)
+    system = ("mmd_domain", "domain", "mlp")
     summary = pd.DataFrame(
         [
-            ("mmd_domain", "domain", "mlp", "generic", 10, 0, np.nan, np.nan, 0.0),
-            ("mmd_domain", "domain", "mlp", "wachter_mad", 10, 2, 0.02, 0.01, 0.0),
+            # No value, but a stale p-value of 0 (older runs): no test.
+            (*system, "generic", 10, 0, np.nan, np.nan, 0.0, 0, 0, np.nan, np.nan),
+            (*system, "wachter_mad", 10, 2, 0.02, 0.01, 0.0, 2, 2, exact, exact),
         ],
-        columns=["metric", "scope", "model", "generator", "round", "n", "mean", "sd", "p_value"],
+        columns=SUMMARY_COLUMNS,
     )
     text = " ".join(largest_shifts(summary, n_permutations=100))
-    assert "domain shift under 1 of 1 system" in text
-    assert "Under wachter_mad with mlp" in text and "(mean p < 0.01)" in text
-    assert "domain shift (MMD) under generic with mlp (see Missing values)" in text
+    assert "the domain shift under 1 of 1 system (p < 0.05 in 2 of 2 tests)" in text
+    assert "Under wachter_mad with mlp" in text
+    assert "(p < 0.05 in 2 of 2 repetitions; combined p = 0.001)" in text
+    assert (
+        "No value could be computed at the final round for the domain shift (MMD²) under "
+        "generic with mlp (see Missing values)" in text
+    )

@@ -6,6 +6,8 @@ installed (Debian: ``apt-get install chromium``).
 
 from __future__ import annotations
 
+import html
+import os
 import re
 import shutil
 import subprocess
@@ -101,6 +103,15 @@ def test_report_loads_in_chromium(reports, kind, tmp_path):
 
     dom = browse(page, tmp_path / "profile", "--dump-dom")
     assert f"<title>{title}</title>" in dom
+    # The title says what was compared, not a timestamp or a job number.
+    expected = {
+        "run": "Shift report: overlapping data · logistic × generic · 2 rounds × 2 repetitions",
+        "sweep": "Sweep shift report: overlapping data · generator ∈ {generic, wachter_mad}",
+    }[kind]
+    assert html.unescape(title) == expected
+    assert "<h2>Glossary</h2>" in dom
+    for term in ("domain shift (MMD²)", "combined p-value (Fisher)", "Holm-adjusted p-value"):
+        assert html.escape(term, quote=False) in dom
     images = re.findall(r"<img\b[^>]*>", dom)
     assert len(images) == n_images
     assert all('src="data:image/png;base64,' in image for image in images)
@@ -119,3 +130,7 @@ def test_report_loads_in_chromium(reports, kind, tmp_path):
     assert float(pixels.std()) > 0.05
     inked = np.mean(pixels.min(axis=-1) < 0.9)  # share of pixels that are not (near) white
     assert inked > 0.02, "the screenshot is almost empty"
+    keep = os.environ.get("RECOURSE_SIM_SCREENSHOTS")  # a directory to look at them afterwards
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, Path(keep) / f"{kind}.png")

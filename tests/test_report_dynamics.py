@@ -229,6 +229,24 @@ def build(run: Path, figures: bool = False) -> tuple[str, str, list[str]]:
     return markdown, html, registered
 
 
+def glossary_rows(markdown: str) -> list[str]:
+    """The table rows of the Glossary, the report's last section."""
+    text = markdown.split("\n## Glossary\n", 1)[1]
+    assert "\n## " not in text, "the Glossary is the last section"
+    return [line for line in text.splitlines() if line.startswith("| ")][1:]
+
+
+def assert_glossary_extends(after: str, before: str, dynamics: pd.DataFrame | None) -> None:
+    """The dynamics report's Glossary: every entry of the shift report's, plus the dynamics'."""
+    rows, shift_rows = glossary_rows(after), glossary_rows(before)
+    assert set(shift_rows) <= set(rows)
+    if dynamics is None:
+        return
+    keys = {row.split(" | ")[1] for row in rows}
+    assert {m.split("@", 1)[0] for m in dynamics["metric"]} <= keys
+    assert "| reliability | reliability | Share of the agents who acted on advice" in after
+
+
 def section(markdown: str) -> str:
     """The section "Recourse over time" of a report."""
     return markdown.split("## Recourse over time", 1)[1]
@@ -242,9 +260,10 @@ def assert_valid_png(path: Path) -> None:
     assert float(image[..., :3].std()) > 0.01, f"{path} is blank"
 
 
-#: The report of write_shift_run as it was before the time-based view existed.
+#: The report of write_shift_run as it was before the time-based view existed (the statistics of
+#: issue 15: intervals, per-repetition counts, Fisher-combined and Holm-adjusted p-values) ...
 BASELINE_REPORT = (
-    "# Shift report: run\n"
+    "# Shift report: mlp × generic, none · 4 rounds × 2 repetitions\n"
     "\n"
     "<run>\n"
     "\n"
@@ -263,30 +282,42 @@ BASELINE_REPORT = (
     "\n"
     "## Largest shifts\n"
     "\n"
-    "- Under generic with mlp, the domain shift (MMD) reached 0.081 after 4 rounds "
-    "(mean p = 0.19), the larger of the two systems (none with mlp: 0.041); F1 fell "
-    "by 2 points, the larger drop of the two.\n"
+    "- Under generic with mlp, the domain shift (MMD²) reached 0.081 after 4 rounds "
+    "(p < 0.05 in 0 of 2 repetitions; combined p = 0.15), the larger of the two "
+    "systems (none with mlp: 0.041); F1 fell by 2 points.\n"
     "- The disagreement with the initial model was largest under generic with mlp: "
     "0.16; smallest under none with mlp: 0.081.\n"
-    "- Significant at the 5 % level (mean p < 0.05): the domain shift under 0 of 2 "
-    "systems.\n"
+    "- Macro F1 on the test set fell by the same amount under generic with mlp and "
+    "none with mlp: by 2 points after 4 rounds.\n"
+    "- Significant at the 5 % level after combining the repetitions' permutation "
+    "tests (P = 100; Fisher's method) and adjusting for the 2 tests of the "
+    "final-round table (Holm): the domain shift under 0 of 2 systems (p < 0.05 in 0 "
+    "of 4 tests).\n"
     "\n"
     "## Final-round summary\n"
     "\n"
-    "Every metric at the last evaluated round: mean and sample standard deviation "
-    "over 2 repetitions (n: the values that could be computed); the p-value is the "
-    "mean of the permutation-test p-values (– where the metric has none or its value "
-    "is missing; < 0.01 where no permutation reached the observed value).\n"
+    "Every metric at the last evaluated round over 2 repetitions: the mean, its 95 % "
+    "t interval (none for a single value) and the sample standard deviation; n counts "
+    "the values that could be computed. For the MMDs, 'p < 0.05 in' counts the tests "
+    "(one per repetition) whose exact p-value (b + 1)/(P + 1) is below 0.05; the "
+    "combined p-value joins them by Fisher's method and the Holm p-value adjusts it "
+    "for every test of this table. A single test's recorded p-value of 0 reads < "
+    "0.01. See the Glossary for every term.\n"
     "\n"
-    "| metric | scope | model | generator | final round | n | mean | sd | p-value "
-    "(mean) |\n"
-    "|---|---|---|---|---:|---:|---:|---:|---:|\n"
-    "| mmd_domain | domain | mlp | generic | 4 | 2 | 0.0805 | 0.0007071 | 0.1875 |\n"
-    "| mmd_domain | domain | mlp | none | 4 | 2 | 0.0405 | 0.0007071 | 0.4375 |\n"
-    "| disagreement | model | mlp | generic | 4 | 2 | 0.161 | 0.001414 | – |\n"
-    "| disagreement | model | mlp | none | 4 | 2 | 0.081 | 0.001414 | – |\n"
-    "| f1_change | model | mlp | generic | 4 | 2 | -0.02 | 0 | – |\n"
-    "| f1_change | model | mlp | none | 4 | 1 | -0.02 | – | – |\n"
+    "| metric | scope | model | generator | final round | n | mean | 95 % CI | sd | p "
+    "< 0.05 in | combined p | Holm p |\n"
+    "|---|---|---|---|---:|---:|---:|---|---:|---|---:|---:|\n"
+    "| domain shift (MMD²) | domain | mlp | generic | 4 | 2 | 0.0805 | 0.07415 … "
+    "0.08685 | 0.0007071 | 0 of 2 | 0.146 | 0.2921 |\n"
+    "| domain shift (MMD²) | domain | mlp | none | 4 | 2 | 0.0405 | 0.03415 … 0.04685 "
+    "| 0.0007071 | 0 of 2 | 0.5137 | 0.5137 |\n"
+    "| disagreement | model | mlp | generic | 4 | 2 | 0.161 | 0.1483 … 0.1737 | "
+    "0.001414 | – | – | – |\n"
+    "| disagreement | model | mlp | none | 4 | 2 | 0.081 | 0.06829 … 0.09371 | "
+    "0.001414 | – | – | – |\n"
+    "| change of macro F1 | model | mlp | generic | 4 | 2 | -0.02 | -0.02 … -0.02 | 0 "
+    "| – | – | – |\n"
+    "| change of macro F1 | model | mlp | none | 4 | 1 | -0.02 | – | – | – | – | – |\n"
     "\n"
     "## Beyond retraining: shift against the no-recourse control\n"
     "\n"
@@ -299,23 +330,57 @@ BASELINE_REPORT = (
     "| metric | scope | model | generator | n | mean | control (none) | difference | "
     "sd of difference |\n"
     "|---|---|---|---|---:|---:|---:|---:|---:|\n"
-    "| mmd_domain | domain | mlp | generic | 2 | 0.0805 | 0.0405 | 0.04 | 0 |\n"
+    "| domain shift (MMD²) | domain | mlp | generic | 2 | 0.0805 | 0.0405 | 0.04 | 0 |\n"
     "| disagreement | model | mlp | generic | 2 | 0.161 | 0.081 | 0.08 | 0 |\n"
-    "| f1_change | model | mlp | generic | 1 | -0.02 | -0.02 | 0 | – |\n"
+    "| change of macro F1 | model | mlp | generic | 1 | -0.02 | -0.02 | 0 | – |\n"
     "\n"
     "## Missing values\n"
     "\n"
-    "1 metric values could not be computed; they are empty cells in metrics.csv (– in "
+    "1 metric value could not be computed; missing values are empty cells in metrics.csv (– in "
     "the tables), are left out of the means and counts above, and are never counted "
     "as significant. The reasons, from missing_values.csv:\n"
     "\n"
     "| metric | model | generator | reason | missing values | repetitions | rounds |\n"
     "|---|---|---|---|---:|---|---|\n"
-    "| f1_change | mlp | none | the test set is empty | 1 | 1 | 4 |\n"
+    "| change of macro F1 | mlp | none | the test set is empty | 1 | 1 | 4 |\n"
     "\n"
     "## Recourse\n"
     "\n"
     "No recourse statistics were recorded.\n"
+)
+
+#: ... and its last section, the Glossary (a report with dynamics lists their metrics too).
+BASELINE_GLOSSARY = (
+    "## Glossary\n"
+    "\n"
+    "| term | key | definition | unit or range |\n"
+    "|---|---|---|---|\n"
+    "| domain shift (MMD²) | mmd_domain | Squared maximum mean discrepancy (unbiased "
+    "estimate, Gaussian kernel) between the favourable-class rows of the initial data "
+    "and those of the current training data (Altmeyer et al. 2023, §IV-B). | squared "
+    "kernel distance: 0 = same distribution, at most 2; estimates can dip below 0 |\n"
+    "| disagreement | disagreement | Share of the initial data whose predicted label "
+    "differs between the initial and the current model. | share, 0 … 1 |\n"
+    "| change of macro F1 | f1_change | Macro-averaged F1 of the current model on the "
+    "untouched test set minus the initial model's. | −1 … 1 (× 100: points); negative "
+    "= worse |\n"
+    "| mean and standard deviation | mean, sd | Over the repetitions (and the jobs of "
+    "a sweep) at the final evaluated round. | the metric's unit |\n"
+    "| 95 % confidence interval of the mean | 95 % CI | mean ± t₀.₉₇₅,ₙ₋₁ · sd/√n, a "
+    "t interval over the n repetitions; none for n = 1. | the metric's unit |\n"
+    "| per-repetition significance | p < 0.05 in | In how many repetitions (in a sweep: "
+    "runs) the permutation test of the MMD rejected 'no shift' at the 5 % level. | count of "
+    "tests |\n"
+    "| combined p-value (Fisher) | combined p | Fisher's method over the repetitions' "
+    "permutation p-values, each taken as (b + 1)/(P + 1) with b of P permutations at "
+    "least as large as the observed MMD. | probability, 0 … 1 |\n"
+    "| Holm-adjusted p-value | Holm p | The combined p-values adjusted by Holm's "
+    "step-down method over every test of the table, so a grid of many comparisons "
+    "keeps its 5 % family-wise error rate. | probability, 0 … 1 |\n"
+    "| bound of a permutation p-value | < 1/P | No permutation of P reached the "
+    "observed value: the p-value is below 1/P, not 0. | probability |\n"
+    "| no-recourse control | control | Generator none: the system is retrained every "
+    "round, but nobody moves. |  |\n"
 )
 
 
@@ -454,7 +519,7 @@ def test_reading_says_what_reliability_means_and_counts_the_gaps():
 def test_a_run_without_dynamics_gets_the_report_it_always_got(tmp_path):
     run = write_shift_run(tmp_path / "run")
     markdown, html, registered = build(run)
-    assert markdown == BASELINE_REPORT
+    assert markdown == BASELINE_REPORT + "\n" + BASELINE_GLOSSARY
     assert "Recourse over time" not in html and "scope dynamics" not in html
     assert not DYNAMICS_FILES & {p.name for p in run.iterdir()}
     assert registered == ["summary_table.csv", "recourse_table.csv", "report.md", "report.html"]
@@ -466,7 +531,9 @@ def test_dynamics_rows_leave_every_shift_table_as_it_was(tmp_path):
     before, _, _ = build(plain)
     after, _, _ = build(with_dynamics)
     shift_part = after.split("\n\n## Recourse over time", 1)[0]
-    assert shift_part + "\n" == before  # the section comes last, nothing above it changed
+    # The section comes last but for the Glossary; nothing above it changed.
+    assert shift_part + "\n" == before.split("\n## Glossary\n", 1)[0] == BASELINE_REPORT
+    assert_glossary_extends(after, before, dynamics_frame())
     pd.testing.assert_frame_equal(
         pd.read_csv(with_dynamics / "summary_table.csv"), pd.read_csv(plain / "summary_table.csv")
     )
@@ -570,7 +637,11 @@ def test_sweep_report_compares_the_jobs_over_time(tmp_path):
     assert "Recourse over time" not in before
     assert not DYNAMICS_FILES & {p.name for p in plain.iterdir()}
     # The shift part (configuration, tables, missing values) ignores the dynamics rows.
-    assert after.split("\n\n## Recourse over time", 1)[0] + "\n" == before
+    assert (
+        after.split("\n\n## Recourse over time", 1)[0] + "\n"
+        == before.split("\n## Glossary\n", 1)[0]
+    )
+    assert_glossary_extends(after, before, None)  # its dynamics entries: the test below
     pd.testing.assert_frame_equal(
         pd.read_csv(with_dynamics / "summary_table.csv"), pd.read_csv(plain / "summary_table.csv")
     )
@@ -609,3 +680,12 @@ def test_sweep_pools_jobs_and_repetitions(tmp_path):
     # Job 0: 5 values summing to 3; job 1: 8 zeros -> 3 / 13.
     assert table.loc[0, "reliability"] == pytest.approx(3 / 13)
     assert table.loc[0, "rounds_counted"] == 16 and table.loc[0, "rounds_without_reliability"] == 3
+
+
+def test_sweep_glossary_lists_the_dynamics_metrics(tmp_path):
+    plain = write_sweep(tmp_path / "plain" / "sweep", dynamics=False)
+    with_dynamics = write_sweep(tmp_path / "dynamics" / "sweep", dynamics=True)
+    before = build_sweep_report(plain, figures=False).with_suffix(".md").read_text()
+    after = build_sweep_report(with_dynamics, figures=False).with_suffix(".md").read_text()
+    assert_glossary_extends(after, before, dynamics_frame())
+    assert "without a glossary entry" not in after

@@ -2,7 +2,8 @@
 
 Features live in model space (what the classifier sees: standardised for the real-world data, raw
 for the synthetic data, as in the reference study). Per-feature mutability and bounds travel with
-the data, so every generator respects them without extra configuration.
+the data, so every generator respects them without extra configuration; so does the way back to
+the data's original units (:class:`~recourse_sim.data.encoding.Encoding`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 
+from recourse_sim.data.encoding import Encoding
 from recourse_sim.errors import ConfigError
 
 #: Allowed mutability of a feature: free, increase-only, decrease-only, immutable.
@@ -43,6 +46,9 @@ class Dataset:
             but the last, in the raw column's units (bin ``i`` holds ``edges[i-1] < v <=
             edges[i]``), so that new rows can be coded alike; empty when the column's levels
             are the groups.
+        encoding: How the columns map back to the original table's units and columns
+            (standardisation, one-hot groups); ``None``: the features are raw, and decode as
+            they are. Every data set derived from this one (subsets, splits, arrivals) keeps it.
     """
 
     X: np.ndarray
@@ -59,6 +65,7 @@ class Dataset:
     group_levels: tuple[str, ...] = ()
     group_column: str = ""
     group_edges: tuple[float, ...] = ()
+    encoding: Encoding | None = None
 
     def __post_init__(self) -> None:
         X = np.asarray(self.X, dtype=np.float64)
@@ -102,6 +109,10 @@ class Dataset:
         object.__setattr__(self, "categorical_groups", groups)
         object.__setattr__(self, "binary_features", tuple(int(i) for i in self.binary_features))
         self._set_groups(n)
+        if self.encoding is not None and self.encoding.columns != names:
+            raise ConfigError(
+                "data.encoding", self.encoding.columns, f"the model-space columns {names}"
+            )
 
     def _set_groups(self, n: int) -> None:
         """Validate the group fields and store them in canonical form."""
@@ -156,6 +167,18 @@ class Dataset:
             mask[list(group)] = False
         mask[list(self.binary_features)] = False
         return mask
+
+    @property
+    def decoding(self) -> Encoding:
+        """The :attr:`encoding`, or the identity for raw features."""
+        return Encoding.identity(self.feature_names) if self.encoding is None else self.encoding
+
+    def decode(self, X: np.ndarray | None = None) -> pd.DataFrame:
+        """Rows of model space (by default this data set's own) in the original units.
+
+        See :meth:`~recourse_sim.data.encoding.Encoding.decode`.
+        """
+        return self.decoding.decode(self.X if X is None else X)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> Dataset:
         """The rows ``index`` as a new data set with the same metadata (and their groups)."""

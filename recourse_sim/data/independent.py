@@ -15,6 +15,7 @@ from recourse_sim import checks
 from recourse_sim.data._checks import check_rng, check_sample_count
 from recourse_sim.data.arrivals import generative
 from recourse_sim.data.base import Dataset
+from recourse_sim.data.encoding import Encoding
 from recourse_sim.data.groups import DEFAULT_BINS, check_bins, check_group, with_feature_groups
 from recourse_sim.data.tabular import BOUNDS
 
@@ -90,5 +91,6 @@ def make_independent_normal(
         lower=lower,
         upper=upper,
         source=_SOURCE.format(mean=mean, std=std),
+        encoding=Encoding.identity(names),  # raw features: model space is the original space
     )
     return with_feature_groups(data, group, bins)

@@ -21,6 +21,7 @@ from recourse_sim import checks
 from recourse_sim.data._checks import check_rng, check_sample_count
 from recourse_sim.data.arrivals import generative
 from recourse_sim.data.base import Dataset
+from recourse_sim.data.encoding import Encoding
 from recourse_sim.data.groups import DEFAULT_BINS, check_bins, check_group, with_feature_groups
 from recourse_sim.errors import ConfigError
 
@@ -234,4 +235,11 @@ def _box(center_box: object) -> tuple[float, float]:
 def _shuffled(name: str, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Dataset:
     # Generated class by class; shuffle so that row order carries no label information.
     order = rng.permutation(len(y))
-    return Dataset(X[order], y[order], _NAMES, name=name, source=_SOURCE.format(name))
+    return Dataset(
+        X[order],
+        y[order],
+        _NAMES,
+        name=name,
+        source=_SOURCE.format(name),
+        encoding=Encoding.identity(_NAMES),  # raw features: model space is the original space
+    )

@@ -5,7 +5,9 @@ The steps follow the reference study's real-world preprocessing
 columns are one-hot encoded without dropping a level (MLJ's ``ContinuousEncoder``), the full
 table is balanced by random undersampling of the majority class, the remaining columns are
 standardised on that balanced table (MLJ's ``Standardizer``: sample standard deviation), and
-only then is the experiment's sample of ``n_samples`` rows (half per class) drawn.
+only then is the experiment's sample of ``n_samples`` rows (half per class) drawn. The data set
+records the means, standard deviations and one-hot levels (its
+:class:`~recourse_sim.data.encoding.Encoding`), so its rows can be read in the table's units again.
 
 Every value of a used column must be a finite number that stays finite through standardisation
 (and within float32, in which the classifiers compute); a column that breaks this is refused by
@@ -25,6 +27,7 @@ import pandas as pd
 from recourse_sim import checks
 from recourse_sim.data._checks import check_rng, check_sample_count
 from recourse_sim.data.base import Dataset
+from recourse_sim.data.encoding import Encoding, OneHot
 from recourse_sim.data.groups import (
     DEFAULT_BINS,
     check_bins,
@@ -104,7 +107,8 @@ def prepare_table(
 
     Returns:
         The data set in model space; a categorical column ``C`` with levels ``a, b`` becomes the
-        one-hot group ``C_a, C_b`` in the place of ``C``.
+        one-hot group ``C_a, C_b`` in the place of ``C``. Its ``encoding`` maps it back to the
+        table's columns and units.
 
     Raises:
         ConfigError: On an unknown column, a target that is not binary or lacks
@@ -158,7 +162,7 @@ def prepare_table(
     counts = np.bincount(y, minlength=2)
     n_keep = _sample_size(n_samples, counts, balance)
 
-    X, names, groups = _encode(table, features, categorical, levels)
+    X, names, groups, orders = _encode(table, features, categorical, levels)
     continuous = np.ones(X.shape[1], dtype=bool)
     for onehot in groups:
         continuous[list(onehot)] = False
@@ -173,8 +177,9 @@ def prepare_table(
         keep = rng.permutation(keep)
         X, y = X[keep], y[keep]
         codes = None if codes is None else codes[keep]
+    mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
     if standardize:
-        X[:, continuous], finite = _zscore(X[:, continuous])
+        X[:, continuous], finite, mean[continuous], scale[continuous] = _zscore(X[:, continuous])
         overflow = np.zeros(X.shape[1], dtype=bool)
         overflow[np.flatnonzero(continuous)[~finite]] = True
         _refuse(names, overflow, columns_key, _OVERFLOW)
@@ -204,6 +209,16 @@ def prepare_table(
         group_levels=group_levels,
         group_column="" if group is None else group,
         group_edges=group_edges,
+        encoding=Encoding(
+            names,
+            features,
+            mean,
+            scale,
+            tuple(
+                OneHot(column, onehot, order)
+                for (column, order), onehot in zip(orders.items(), groups, strict=True)
+            ),
+        ),
     )
     return data.with_mutability(
         checks.names("data.immutable", immutable) or (),
@@ -402,8 +417,12 @@ def _encode(
     features: list[str],
     categorical: object,
     levels: Mapping[str, Sequence[object]] | None,
-) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[int, ...], ...]]:
-    """One-hot encode the categorical features in place; the rest become float columns."""
+) -> tuple[np.ndarray, tuple[str, ...], tuple[tuple[int, ...], ...], dict[str, tuple[object, ...]]]:
+    """One-hot encode the categorical features in place; the rest become float columns.
+
+    Returns the columns, their names, the column indices of each one-hot group and, per
+    categorical feature (in feature order), its levels in column order.
+    """
     text = [c for c in features if is_text(table[c])]
     chosen = checks.names("data.categorical", categorical)
     if chosen is None:
@@ -420,7 +439,7 @@ def _encode(
             "(add them, or leave them out of data.features)",
         )
     levels = dict(levels or {})
-    blocks, names, groups = [], [], []
+    blocks, names, groups, orders = [], [], [], {}
     for column in features:
         values = table[column]
         if column not in chosen:
@@ -436,34 +455,36 @@ def _encode(
         blocks.append(np.column_stack([(values == level).to_numpy() for level in order]))
         names.extend(f"{column}_{level_name(level)}" for level in order)
         groups.append(tuple(range(start, len(names))))
+        orders[column] = tuple(order)
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise ConfigError(
             "data.categorical", clashes, "one-hot column names that clash with no other column"
         )
     X = np.hstack(blocks).astype(np.float64)
-    return X, tuple(names), tuple(groups)
+    return X, tuple(names), tuple(groups), orders
 
 
 def _draw(members: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(members, size=size, replace=False)
 
 
-def _zscore(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _zscore(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Centre each column and divide by its sample standard deviation (constant: by 1).
 
-    Returns the standardised columns and, per column, whether its mean, standard deviation and
-    standardised values are all finite (a huge value can overflow the standard deviation).
+    Returns the standardised columns; per column, whether its mean, standard deviation and
+    standardised values are all finite (a huge value can overflow the standard deviation); and
+    the means and standard deviations used (1 where the column is constant or not finite).
     """
     if X.shape[1] == 0:
-        return X, np.ones(0, dtype=bool)
+        return X, np.ones(0, dtype=bool), np.zeros(0), np.ones(0)
     with np.errstate(over="ignore", invalid="ignore"):
         mean = X.mean(axis=0)
         std = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
         finite = np.isfinite(mean) & np.isfinite(std)
         std = np.where(finite & (std > 0), std, 1.0)
         Z = (X - mean) / std
-    return Z, finite & np.isfinite(Z).all(axis=0)
+    return Z, finite & np.isfinite(Z).all(axis=0), mean, std
 
 
 _OVERFLOW = (

@@ -1,6 +1,6 @@
 """Shift and plausibility metrics of one system at one evaluation round."""
 
-from recourse_sim.metrics.base import EvaluationContext, Metric, MetricResult
+from recourse_sim.metrics.base import EvaluationContext, KernelCheck, Metric, MetricResult
 from recourse_sim.metrics.domain import DomainMMD
 from recourse_sim.metrics.model import (
     Decisiveness,
@@ -20,6 +20,7 @@ __all__ = [
     "F1Change",
     "ImplausibilityDistance",
     "ImplausibilityMMD",
+    "KernelCheck",
     "Metric",
     "MetricResult",
     "ModelMMD",

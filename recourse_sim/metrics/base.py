@@ -26,6 +26,28 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class KernelCheck:
+    """A Gaussian-kernel MMD evaluation whose ℓ is too small to see anything.
+
+    At the ℓ used, the median off-diagonal kernel value of the pooled sample is below
+    :data:`~recourse_sim.metrics.mmd.DEGENERATE_KERNEL`: almost every pair of points looks
+    infinitely far apart, so the estimate is about the same whatever the shift. The check gives
+    the estimate at the median heuristic's ℓ (Gretton et al., JMLR 2012) for comparison.
+
+    Attributes:
+        length_scale: ℓ of the evaluation.
+        median_kernel: The median off-diagonal kernel value of the pooled sample at that ℓ.
+        median_length_scale: The median heuristic's ℓ for the same sample.
+        value_at_median: The unbiased squared-MMD estimate at ``median_length_scale``.
+    """
+
+    length_scale: float
+    median_kernel: float
+    median_length_scale: float
+    value_at_median: float
+
+
+@dataclass(frozen=True)
 class MetricResult:
     """One metric value, with its permutation-test p-value where the metric has one.
 
@@ -33,11 +55,14 @@ class MetricResult:
         value: The metric's value; NaN when it cannot be computed.
         p_value: The permutation-test p-value, or None (no test, or a missing value).
         reason: Why the value is missing (None when it is not).
+        kernel: For an unbiased MMD estimate whose kernel is degenerate at its ℓ, the check
+            (:class:`KernelCheck`); None otherwise.
     """
 
     value: float
     p_value: float | None = None
     reason: str | None = None
+    kernel: KernelCheck | None = None
 
     @classmethod
     def missing(cls, reason: str) -> MetricResult:

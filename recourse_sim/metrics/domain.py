@@ -12,9 +12,31 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from recourse_sim import checks
-from recourse_sim.metrics.base import EvaluationContext, MetricResult, non_finite_reason
-from recourse_sim.metrics.mmd import mmd2_linear, mmd_permutation_test, subsample
+from recourse_sim.metrics.base import (
+    EvaluationContext,
+    KernelCheck,
+    MetricResult,
+    non_finite_reason,
+)
+from recourse_sim.metrics.mmd import (
+    BANDWIDTHS,
+    Bandwidth,
+    choose_bandwidth,
+    median_heuristic,
+    mmd2_linear,
+    mmd2_unbiased,
+    mmd_permutation_test,
+    subsample,
+)
+
+
+def check_bandwidth(name: str, value: object) -> str:
+    """Return ``value`` if it is one of :data:`~recourse_sim.metrics.mmd.BANDWIDTHS`."""
+    checks.check_choice(f"metrics.{name}.bandwidth", value, BANDWIDTHS)
+    return str(value)
 
 
 class DomainMMD:
@@ -26,11 +48,14 @@ class DomainMMD:
             labels on the current side); ``False`` compares all rows of both sets.
         n_samples: Cap on each side's size: ``n = min(|x|, n_samples)`` and each side larger
             than ``n`` is reduced to ``n`` random rows; ``None`` uses all rows.
-        length_scale: ℓ of the Gaussian kernel.
+        length_scale: ℓ of the Gaussian kernel (with ``bandwidth="fixed"``).
         estimator: ``"unbiased"`` (the reference's quadratic-time estimator, with a
             permutation p-value over ``context.n_permutations`` splits of the subsampled sets) or
             ``"linear"`` (Gretton et al. 2012, Lemma 14; O(n), for very large populations; no
             p-value).
+        bandwidth: ``"fixed"`` (``length_scale``, the reference) or ``"median"`` (the median
+            heuristic of the compared rows at each evaluation, Gretton et al., JMLR 2012; see
+            :func:`~recourse_sim.metrics.mmd.median_heuristic`). Both estimators honour it.
     """
 
     scope = "domain"
@@ -42,6 +67,7 @@ class DomainMMD:
         n_samples: int | None = 1000,
         length_scale: float = 0.5,
         estimator: str = "unbiased",
+        bandwidth: str = "fixed",
     ):
         self.name = name
         self.target_only = checks.flag(f"metrics.{name}.target_only", target_only)
@@ -53,6 +79,7 @@ class DomainMMD:
         )
         checks.check_choice(f"metrics.{name}.estimator", estimator, ("unbiased", "linear"))
         self.estimator = estimator
+        self.bandwidth = check_bandwidth(name, bandwidth)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
         """Compare the initial with the current population.
@@ -81,23 +108,52 @@ class DomainMMD:
             # current training set is ordered (moved individuals sit at their original slots).
             x = x[context.rng.permutation(len(x))]
             y = y[context.rng.permutation(len(y))]
-            value = mmd2_linear(x, y, self.length_scale)
+            scale = median_heuristic(x, y) if self.bandwidth == "median" else self.length_scale
+            value = mmd2_linear(x, y, scale)
             if not math.isfinite(value):
                 return MetricResult.missing("the linear MMD estimate is not finite")
             return MetricResult(value)
-        return mmd_with_p_value(x, y, context, self.length_scale)
+        return mmd_with_p_value(x, y, context, self.length_scale, self.bandwidth)
 
 
-def mmd_with_p_value(x, y, context: EvaluationContext, length_scale: float) -> MetricResult:
-    """The unbiased squared MMD of ``x`` and ``y`` with the context's permutation p-value."""
+def kernel_check(x, y, chosen: Bandwidth) -> KernelCheck | None:
+    """The check of an evaluation at ``chosen``, or None when its kernel is not degenerate.
+
+    When degenerate, the unbiased estimate at the median heuristic's ℓ is computed (an estimate
+    only: no permutations, no random numbers).
+    """
+    if not chosen.degenerate:
+        return None
+    return KernelCheck(
+        length_scale=chosen.length_scale,
+        median_kernel=chosen.median_kernel,
+        median_length_scale=chosen.median_length_scale,
+        value_at_median=mmd2_unbiased(x, y, chosen.median_length_scale),
+    )
+
+
+def mmd_with_p_value(
+    x, y, context: EvaluationContext, length_scale: float, bandwidth: str = "fixed"
+) -> MetricResult:
+    """The unbiased squared MMD of ``x`` and ``y`` with the context's permutation p-value.
+
+    ℓ is ``length_scale`` (``bandwidth="fixed"``) or the median heuristic of the pooled sample
+    (``"median"``). Either way the result carries a :class:`KernelCheck` when the kernel is
+    degenerate at that ℓ (computed without random numbers, so the value and p-value are those of
+    an evaluation without the check).
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return MetricResult.missing("the MMD estimate is not finite")
+    chosen = choose_bandwidth(x, y, bandwidth, length_scale)
     value, p_value = mmd_permutation_test(
         x,
         y,
         context.n_permutations,
         context.rng,
-        length_scale,
+        chosen.length_scale,
         p_value_form=context.p_value_form,
     )
     if not math.isfinite(value):
         return MetricResult.missing("the MMD estimate is not finite")
-    return MetricResult(value, p_value)
+    return MetricResult(value, p_value, kernel=kernel_check(x, y, chosen))

@@ -19,6 +19,11 @@ A sample holding NaN or inf has no estimate: the permutation test then returns N
 
 The linear-time estimator is Gretton et al. 2012, Lemma 14.
 
+ℓ may instead follow the median heuristic (Gretton et al. 2012): the median distance between the
+points of the pooled sample, computed without random numbers (:func:`median_heuristic`). Whatever
+ℓ, :func:`choose_bandwidth` gives the median off-diagonal kernel value, which shows a test that is
+blind at its ℓ (below :data:`DEGENERATE_KERNEL`).
+
 The permutation test never builds a permuted sample: the statistic of a split is a set of block
 sums of the pooled kernel matrix, and for a 0/1 assignment vector ``a`` of the ``x`` side the
 ``x``-block sum is the quadratic form ``aᵀKa``. A chunk of permutations is one matrix product
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -310,3 +316,136 @@ def mmd_permutation_test(
     if p_value_form == "corrected":
         return value, float((np.count_nonzero(null >= value) + 1) / (n_permutations + 1))
     return value, float(np.mean(null >= value))
+
+
+# --- bandwidth ------------------------------------------------------------------------------
+
+#: The choices of ℓ: the configured ``length_scale`` (reference) or the median heuristic.
+BANDWIDTHS = ("fixed", "median")
+
+#: Below this median off-diagonal kernel value the test is blind at its ℓ: almost every pair of
+#: points looks infinitely far apart, so the unbiased estimate is about 0 whatever the shift.
+DEGENERATE_KERNEL = 1e-6
+
+#: Most rows whose pairwise distances enter a median: a larger pooled sample is thinned to this
+#: many rows, evenly spaced over it (deterministic, no random numbers).
+MEDIAN_ROWS = 2000
+
+#: Memory for the temporaries of one chunk of pairwise differences (bytes).
+DISTANCE_BYTES = 16 * 2**20
+
+
+def _pair_sq_distances(z: np.ndarray) -> np.ndarray:
+    """``‖z_i − z_j‖²`` over all pairs ``i < j`` of (at most :data:`MEDIAN_ROWS` rows of) ``z``.
+
+    Differences are taken directly, not through ``‖a‖² + ‖b‖² − 2a·b``, so that tied points
+    are exactly 0 apart.
+    """
+    z = _as_points(z, "z")
+    if len(z) < 2:
+        raise ValueError(f"a median distance needs at least 2 points, got {len(z)}")
+    if len(z) > MEDIAN_ROWS:
+        z = z[np.linspace(0, len(z) - 1, MEDIAN_ROWS).astype(np.int64)]
+    n, d = z.shape
+    rows = int(max(1, DISTANCE_BYTES // (8 * n * max(d, 1))))
+    parts = []
+    for start in range(0, n - 1, rows):
+        stop = min(start + rows, n - 1)
+        diff = z[start:stop, None, :] - z[None, start + 1 :, :]
+        sq = np.einsum("ijk,ijk->ij", diff, diff)
+        # Row start + r keeps the columns j > start + r, i.e. local columns >= r.
+        keep = np.arange(n - start - 1)[None, :] >= np.arange(stop - start)[:, None]
+        parts.append(sq[keep])
+    return np.concatenate(parts)
+
+
+def _medians(z: np.ndarray) -> tuple[float, float]:
+    """(median squared distance of all pairs, median of the non-zero ones; 0 if there are none)."""
+    sq = _pair_sq_distances(z)
+    median = float(np.median(sq))
+    if median > 0:
+        return median, median
+    positive = sq[sq > 0]
+    return median, float(np.median(positive)) if len(positive) else 0.0
+
+
+def median_sq_distance(z: np.ndarray) -> float:
+    """Median squared Euclidean distance between the distinct points of a sample.
+
+    The median of ``‖z_i − z_j‖²`` over all pairs ``i < j``; with more than
+    :data:`MEDIAN_ROWS` rows, over the pairs of that many rows evenly spaced over ``z``
+    (``np.linspace`` indices), so the result is deterministic and draws no random numbers.
+    The median of the off-diagonal Gaussian kernel values at ℓ is
+    ``exp(−median_sq_distance(z) / (2ℓ²))``, as the kernel decreases with the distance.
+
+    Args:
+        z: ``(n, d)`` points (or ``(n,)`` values of one feature), ``n >= 2``.
+
+    Returns:
+        The median squared distance (0 when at least half the pairs are tied points).
+    """
+    return _medians(z)[0]
+
+
+def _heuristic_scale(positive_median: float) -> float:
+    # Every distance 0: two identical point masses, where any ℓ gives MMD 0.
+    return math.sqrt(positive_median) if positive_median > 0 else 1.0
+
+
+def median_heuristic(x: np.ndarray, y: np.ndarray) -> float:
+    """The median heuristic's ℓ for comparing two samples (Gretton et al., JMLR 2012).
+
+    ℓ is the median Euclidean distance between distinct points of the pooled sample ``[x; y]``,
+    computed as the root of :func:`median_sq_distance` (for an even number of pairs, the root of
+    the mean of the two middle squared distances; samples over :data:`MEDIAN_ROWS` rows are
+    thinned as described there). When
+    that median is 0 (many tied points, e.g. identical probabilities) the median of the non-zero
+    distances is used; when every distance is 0 the samples are one and the same point mass and
+    ℓ = 1 (any ℓ gives MMD 0). Deterministic: no random numbers.
+
+    Args:
+        x: ``(m, d)`` points (or ``(m,)`` values).
+        y: ``(n, d)`` points (or ``(n,)`` values); ``m + n >= 2``.
+
+    Returns:
+        ℓ > 0.
+    """
+    x, y = _as_samples(x, y, minimum=0)
+    return _heuristic_scale(_medians(np.vstack([x, y]))[1])
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """The ℓ an unbiased MMD evaluation uses, and how its pooled sample looks at that ℓ.
+
+    Attributes:
+        length_scale: ℓ of the test.
+        median_kernel: Median off-diagonal kernel value of the pooled sample at ℓ.
+        median_length_scale: The median heuristic's ℓ for the same pooled sample.
+    """
+
+    length_scale: float
+    median_kernel: float
+    median_length_scale: float
+
+    @property
+    def degenerate(self) -> bool:
+        """Whether the test is blind at ℓ (:data:`DEGENERATE_KERNEL`)."""
+        return self.median_kernel < DEGENERATE_KERNEL
+
+
+def choose_bandwidth(
+    x: np.ndarray, y: np.ndarray, bandwidth: str, length_scale: float
+) -> Bandwidth:
+    """ℓ for comparing ``x`` with ``y``: ``length_scale`` (``"fixed"``) or the median heuristic.
+
+    One median of the pooled sample's squared distances gives ℓ, the median kernel value and
+    the heuristic's ℓ; no random numbers are drawn.
+    """
+    if bandwidth not in BANDWIDTHS:
+        raise ValueError(f"bandwidth must be one of {BANDWIDTHS}, got {bandwidth!r}")
+    x, y = _as_samples(x, y, minimum=2)
+    median, positive = _medians(np.vstack([x, y]))
+    heuristic = _heuristic_scale(positive)
+    scale = heuristic if bandwidth == "median" else float(length_scale)
+    return Bandwidth(scale, math.exp(-median / (2.0 * scale**2)), heuristic)

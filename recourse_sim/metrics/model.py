@@ -17,7 +17,7 @@ import numpy as np
 from recourse_sim import checks
 from recourse_sim.metrics._checks import check_form
 from recourse_sim.metrics.base import EvaluationContext, MetricResult, non_finite_reason
-from recourse_sim.metrics.domain import mmd_with_p_value
+from recourse_sim.metrics.domain import check_bandwidth, mmd_with_p_value
 from recourse_sim.metrics.mmd import subsample
 
 
@@ -25,12 +25,18 @@ def _length_scale(name: str, value: object) -> float:
     return checks.real(f"metrics.{name}.length_scale", value, minimum=0, low_open=True)
 
 
-def _mmd_result(p0: np.ndarray, pt: np.ndarray, context: EvaluationContext, length_scale: float):
+def _mmd_result(
+    p0: np.ndarray,
+    pt: np.ndarray,
+    context: EvaluationContext,
+    length_scale: float,
+    bandwidth: str = "fixed",
+):
     """MMD² of two probability samples with its p-value, or missing if they are not finite."""
     reason = non_finite_reason(initial_model_probabilities=p0, current_model_probabilities=pt)
     if reason:
         return MetricResult.missing(reason)
-    return mmd_with_p_value(p0, pt, context, length_scale)
+    return mmd_with_p_value(p0, pt, context, length_scale, bandwidth)
 
 
 def _probabilities_reason(context: EvaluationContext) -> str | None:
@@ -66,19 +72,27 @@ class ModelMMD:
         name: The metric's key in the configuration and in ``metrics.csv``.
         n_samples: Cap on each side's size (see :func:`~recourse_sim.metrics.mmd.subsample`);
             ``None`` uses all points.
-        length_scale: ℓ of the Gaussian kernel.
+        length_scale: ℓ of the Gaussian kernel (with ``bandwidth="fixed"``).
+        bandwidth: ``"fixed"`` (``length_scale``, the reference) or ``"median"`` (the median
+            heuristic of the compared probabilities at each evaluation, Gretton et al., JMLR
+            2012; see :func:`~recourse_sim.metrics.mmd.median_heuristic`).
     """
 
     scope = "model"
 
     def __init__(
-        self, name: str = "mmd_model", n_samples: int | None = 1000, length_scale: float = 0.5
+        self,
+        name: str = "mmd_model",
+        n_samples: int | None = 1000,
+        length_scale: float = 0.5,
+        bandwidth: str = "fixed",
     ):
         self.name = name
         self.n_samples = checks.integer(
             f"metrics.{name}.n_samples", n_samples, minimum=2, optional=True, none_means="all rows"
         )
         self.length_scale = _length_scale(name, length_scale)
+        self.bandwidth = check_bandwidth(name, bandwidth)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
         """MMD² of the two probability samples, with its p-value (missing if not finite)."""
@@ -91,7 +105,7 @@ class ModelMMD:
             self.n_samples,
             context.rng,
         )
-        return _mmd_result(p0, pt, context, self.length_scale)
+        return _mmd_result(p0, pt, context, self.length_scale, self.bandwidth)
 
 
 class ModelMMDGrid:
@@ -106,7 +120,8 @@ class ModelMMDGrid:
         name: The metric's key in the configuration and in ``metrics.csv``.
         n_points: Lattice points drawn per evaluation.
         grid_size: Lattice values per feature.
-        length_scale: ℓ of the Gaussian kernel.
+        length_scale: ℓ of the Gaussian kernel (with ``bandwidth="fixed"``).
+        bandwidth: ``"fixed"`` or ``"median"``, as in :class:`ModelMMD`.
     """
 
     scope = "model"
@@ -117,11 +132,13 @@ class ModelMMDGrid:
         n_points: int = 1000,
         grid_size: int = 100,
         length_scale: float = 0.5,
+        bandwidth: str = "fixed",
     ):
         self.name = name
         self.n_points = checks.integer(f"metrics.{name}.n_points", n_points, minimum=2)
         self.grid_size = checks.integer(f"metrics.{name}.grid_size", grid_size, minimum=2)
         self.length_scale = _length_scale(name, length_scale)
+        self.bandwidth = check_bandwidth(name, bandwidth)
 
     def grid(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n_points`` random points of the lattice over the bounding box of ``X``."""
@@ -142,7 +159,7 @@ class ModelMMDGrid:
         points = self.grid(context.reference_X, context.rng)
         p0 = np.asarray(context.proba_initial(points), dtype=np.float64)
         pt = np.asarray(context.proba_current(points), dtype=np.float64)
-        return _mmd_result(p0, pt, context, self.length_scale)
+        return _mmd_result(p0, pt, context, self.length_scale, self.bandwidth)
 
 
 class Disagreement:

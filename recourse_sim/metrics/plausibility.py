@@ -18,7 +18,7 @@ import numpy as np
 
 from recourse_sim import checks
 from recourse_sim.metrics.base import EvaluationContext, MetricResult, non_finite_reason
-from recourse_sim.metrics.domain import mmd_with_p_value
+from recourse_sim.metrics.domain import check_bandwidth, mmd_with_p_value
 from recourse_sim.metrics.mmd import subsample
 
 #: Norms of :class:`ImplausibilityDistance`.
@@ -158,7 +158,11 @@ class ImplausibilityMMD:
     Args:
         name: The metric's key in the configuration and in ``metrics.csv``.
         n_samples: Cap on each side's size; ``None`` uses all rows.
-        length_scale: ℓ of the Gaussian kernel ``exp(−‖x − y‖² / (2ℓ²))``.
+        length_scale: ℓ of the Gaussian kernel ``exp(−‖x − y‖² / (2ℓ²))`` (with
+            ``bandwidth="fixed"``).
+        bandwidth: ``"fixed"`` (``length_scale``) or ``"median"`` (the median heuristic of the
+            compared rows at each evaluation, Gretton et al., JMLR 2012; see
+            :func:`~recourse_sim.metrics.mmd.median_heuristic`).
     """
 
     scope = "plausibility"
@@ -168,6 +172,7 @@ class ImplausibilityMMD:
         name: str = "implausibility_mmd",
         n_samples: int | None = 1000,
         length_scale: float = 5.0,
+        bandwidth: str = "fixed",
     ):
         self.name = name
         self.n_samples = checks.integer(
@@ -176,6 +181,7 @@ class ImplausibilityMMD:
         self.length_scale = checks.real(
             f"metrics.{name}.length_scale", length_scale, minimum=0, low_open=True
         )
+        self.bandwidth = check_bandwidth(name, bandwidth)
 
     def __call__(self, context: EvaluationContext) -> MetricResult:
         """The distributional implausibility of the moves since the previous evaluation.
@@ -195,4 +201,4 @@ class ImplausibilityMMD:
                 f"{len(moved)}, unmoved rows of class {context.target}: {len(samples)})"
             )
         x, y = subsample(samples, moved, self.n_samples, context.rng)
-        return mmd_with_p_value(x, y, context, self.length_scale)
+        return mmd_with_p_value(x, y, context, self.length_scale, self.bandwidth)

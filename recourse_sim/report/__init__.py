@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ReportError", "build_report", "build_run_report", "build_sweep_report"]
+__all__ = ["ReportError", "build_report", "build_run_report", "build_sweep_report", "headline"]
 
 
 class ReportError(Exception):
@@ -51,3 +51,13 @@ def build_report(path: str | Path, figures: bool = True, jobs: bool = False) -> 
     from recourse_sim.report.build import build_report as build
 
     return build(path, figures, jobs)
+
+
+def headline(run_dir: str | Path, n: int = 3) -> list[str]:
+    """The first ``n`` sentences of a run report's "Largest shifts".
+
+    See :func:`recourse_sim.report.build.headline`.
+    """
+    from recourse_sim.report.build import headline as sentences
+
+    return sentences(run_dir, n)

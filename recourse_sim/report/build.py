@@ -35,6 +35,7 @@ from recourse_sim.report.document import (
     Paragraph,
     PValue,
     Table,
+    format_number,
     p_value_bound,
 )
 from recourse_sim.report.dynamics import (
@@ -47,32 +48,46 @@ from recourse_sim.report.dynamics import (
     split_scope,
 )
 from recourse_sim.report.files import (
+    KERNEL_FILE,
     MISSING_FILE,
     ReportError,
     RunFiles,
+    config_p_value_form,
     is_run_dir,
     is_sweep_dir,
     job_dirs,
     load_agents,
+    load_kernel_warnings,
     load_metrics,
     load_missing,
     load_run,
+    read_choices,
     read_config,
+    read_data_rows,
     read_multirun,
     read_n_permutations,
     read_overrides,
 )
+from recourse_sim.report.glossary import glossary_table, plain_name
 from recourse_sim.report.html import write_html
 from recourse_sim.report.markdown import write_markdown
-from recourse_sim.report.reading import dynamics_reading, label_systems, largest_shifts
+from recourse_sim.report.reading import (
+    DEGENERATE_KERNEL,
+    dynamics_reading,
+    kernel_findings,
+    label_systems,
+    largest_shifts,
+)
 from recourse_sim.report.tables import (
     SYSTEM,
     SYSTEM_KEYS,
     add_system_label,
     config_brief,
     control_comparison,
+    decisiveness_scale,
     final_round_summary,
     final_rows,
+    metric_order,
     missing_summary,
     ordered,
     parse_overrides,
@@ -81,6 +96,7 @@ from recourse_sim.report.tables import (
     sweep_metrics,
     swept_keys,
     variant_keys,
+    with_normalised_decisiveness,
 )
 
 if TYPE_CHECKING:
@@ -102,7 +118,20 @@ DYNAMICS_COMPARISON = "dynamics_group_comparison.csv"
 #: Per-round tables longer than this are folded away in the HTML report.
 FOLD_ROWS = 40
 
-SUMMARY_HEADERS = {"round": "final round", "p_value": "p-value (mean)"}
+SUMMARY_HEADERS = {
+    "round": "final round",
+    "ci": "95 % CI",
+    "significant": "p < 0.05 in",
+    "p_combined": "combined p",
+    "p_holm": "Holm p",
+}
+KERNEL_HEADERS = {
+    "round": "last round flagged",
+    "length_scale": "ℓ",
+    "median_kernel": "median kernel value",
+    "median_length_scale": "median-heuristic ℓ",
+    "value_at_median": "estimate at median ℓ",
+}
 CONTROL_HEADERS = {"control": "control (none)", "sd_difference": "sd of difference"}
 MISSING_HEADERS = {"values": "missing values"}
 RECOURSE_HEADERS = {
@@ -124,21 +153,118 @@ def _figure(make: Callable[[], Path], caption: str) -> Image | Paragraph:
         return Paragraph(f"(The figure '{caption}' could not be drawn: {error}.)")
 
 
-def _summary_note(n: int | str, unit: str, n_permutations: int | None) -> Paragraph:
-    bound = p_value_bound(n_permutations)
-    return Paragraph(
-        f"Every metric at the last evaluated round: mean and sample standard deviation over "
-        f"{n} {unit} (n: the values that could be computed); the p-value is the mean of the "
-        f"permutation-test p-values (– where the metric has none or its value is missing; "
-        f"{bound} where no permutation reached the observed value)."
+def _summary_note(
+    n: int | str,
+    unit: str,
+    n_permutations: int | None,
+    tests: bool = True,
+    combined: bool = True,
+    test_unit: str = "repetition",
+) -> Paragraph:
+    """What the final-round table shows: intervals, and the tests as far as there are any."""
+    if str(n) == "1":
+        unit = unit.replace("repetitions", "repetition", 1).replace("runs", "run", 1)
+    text = (
+        f"Every metric at the last evaluated round over {n} {unit}: the mean, its 95 % t "
+        "interval (none for a single value) and the sample standard deviation; n counts the "
+        "values that could be computed. "
     )
+    if not tests:
+        reason = " (simulation.n_permutations=0)" if n_permutations == 0 else ""
+        return Paragraph(text + f"No permutation tests were run{reason}. See the Glossary.")
+    exact = "exact p-value (b + 1)/(P + 1)" if n_permutations else "recorded p-value (P is unknown)"
+    text += (
+        f"For the MMDs, 'p < 0.05 in' counts the tests (one per {test_unit}) whose {exact} "
+        "is below 0.05; "
+    )
+    if combined:
+        text += "the combined p-value joins them by Fisher's method and "
+    text += (
+        "the Holm p-value adjusts "
+        + ("it" if combined else "each")
+        + f" for every test of this table. A single test's recorded p-value of 0 reads "
+        f"{p_value_bound(n_permutations)}. See the Glossary for every term."
+    )
+    return Paragraph(text)
+
+
+def _has_tests(summary: pd.DataFrame, more_than: int = 0) -> bool:
+    return bool("n_tested" in summary and (summary["n_tested"] > more_than).any())
+
+
+def _interval(low: float, high: float) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "–"
+    return f"{format_number(low)} … {format_number(high)}"
+
+
+def _significance_count(tested, significant) -> str:
+    return "–" if not tested else f"{int(significant)} of {int(tested)}"
+
+
+def _combined(p: float) -> PValue:
+    return PValue(p)  # "–" when there is none, right-aligned like every number; never 0
 
 
 def _summary_table(summary: pd.DataFrame, n_permutations: int | None) -> Table:
-    """The final-round summary, with p-values of 0 shown as ``< 1/P``."""
-    shown = summary.copy()
-    shown["p_value"] = [PValue(p, n_permutations) for p in summary["p_value"]]
+    """The final-round summary as a reader sees it: interval, counts, combined p-values."""
+    if summary.empty:
+        return Table(summary)
+    shown = summary.drop(columns=["ci_low", "ci_high", "p_value", "n_tested", "n_significant"])
+    shown = shown.drop(columns=["p_combined", "p_holm"])
+    shown.insert(
+        shown.columns.get_loc("mean") + 1,
+        "ci",
+        [_interval(lo, hi) for lo, hi in zip(summary["ci_low"], summary["ci_high"], strict=True)],
+    )
+    shown["significant"] = [
+        _significance_count(t, k)
+        for t, k in zip(summary["n_tested"], summary["n_significant"], strict=True)
+    ]
+    shown["p_combined"] = [_combined(p) for p in summary["p_combined"]]
+    shown["p_holm"] = [_combined(p) for p in summary["p_holm"]]
+    shown["metric"] = [plain_name(m) for m in summary["metric"]]
     return Table(shown, headers=SUMMARY_HEADERS, group="metric")
+
+
+def _kernel_blocks(kernel: pd.DataFrame | None, by: Sequence[str]) -> list[Block]:
+    """The section "Kernel check": MMDs whose Gaussian kernel was too narrow to see anything."""
+    if kernel is None or kernel.empty:
+        return []
+    parts = []
+    for metric in ordered(kernel["metric"]):
+        found = kernel_findings(kernel, metric)
+        if not found.empty:
+            found.insert(0, "metric", metric)
+            parts.append(found)
+    if not parts:
+        return []
+    table = pd.concat(parts, ignore_index=True)
+    evaluations = len(kernel)
+    return [
+        Heading("Kernel check"),
+        Paragraph(
+            f"At {evaluations} evaluations an MMD's Gaussian kernel was degenerate: the median "
+            f"kernel value between two distinct points was below {DEGENERATE_KERNEL:.0e}, "
+            "because the points lie many length scales apart (typical of standardised data "
+            "with many features and the reference's fixed ℓ = 0.5). The estimate is then "
+            "close to 0 and its test cannot reject whatever the data do: the metric is blind, "
+            "not evidence of 'no shift'. Per metric and system, at the last round flagged "
+            "(means over repetitions; the median kernel value is the largest of them): the "
+            "median-heuristic length scale (the median distance between the points compared) "
+            "and the estimate it gives, computed beside the configured one. Run with "
+            "metrics.<metric>.bandwidth=median to measure with it throughout (all rows in "
+            f"{KERNEL_FILE})."
+        ),
+        Table(table, headers=KERNEL_HEADERS, group="metric"),
+    ]
+
+
+def _glossary_blocks(metrics: Sequence[str], config: DictConfig | None) -> list[Block]:
+    return [
+        Heading("Glossary"),
+        Table(glossary_table(list(metrics), config), collapsed=False),
+    ]
 
 
 def _control_blocks(comparison: pd.DataFrame, unit: str) -> list[Block]:
@@ -153,8 +279,19 @@ def _control_blocks(comparison: pd.DataFrame, unit: str) -> list[Block]:
             "final-round mean, the control's, and the mean paired difference (generator − "
             f"control, paired by {unit}) with its sample standard deviation; n counts the pairs."
         ),
-        Table(comparison, headers=CONTROL_HEADERS, group="metric"),
+        Table(_plain_metrics(comparison), headers=CONTROL_HEADERS, group="metric"),
     ]
+
+
+def _values(n: int) -> str:
+    return "1 metric value" if n == 1 else f"{n} metric values"
+
+
+def _plain_metrics(table: pd.DataFrame) -> pd.DataFrame:
+    """A table whose ``metric`` cells read as plain names (the CSVs keep the keys)."""
+    if table.empty or "metric" not in table:
+        return table
+    return table.assign(metric=[plain_name(m) for m in table["metric"]])
 
 
 def _missing_blocks(missing: pd.DataFrame | None, per: list[str] | None = None) -> list[Block]:
@@ -165,11 +302,16 @@ def _missing_blocks(missing: pd.DataFrame | None, per: list[str] | None = None) 
     return [
         Heading("Missing values"),
         Paragraph(
-            f"{len(missing)} metric values could not be computed; they are empty cells in "
+            f"{_values(len(missing))} could not be computed; missing values are empty cells in "
             f"metrics.csv (– in the tables), are left out of the means and counts above, and "
             f"are never counted as significant. The reasons, from {MISSING_FILE}:"
         ),
-        Table(table, headers=MISSING_HEADERS, group="metric", collapsed=len(table) > FOLD_ROWS),
+        Table(
+            _plain_metrics(table),
+            headers=MISSING_HEADERS,
+            group="metric",
+            collapsed=len(table) > FOLD_ROWS,
+        ),
     ]
 
 
@@ -199,7 +341,8 @@ PER_ROUND_HEADERS = {
     "effort_to_recourse": "effort",
 }
 GROUP_HEADERS = {
-    "time_to_recourse": "time to recourse (rounds)",
+    "time_to_recourse": "time to recourse (rounds, mean over rounds)",
+    "agent_time_to_recourse": "time to recourse (rounds, mean over agents)",
     "effort_to_recourse": "effort (distance)",
     "effort_to_recourse_score": "score gain",
     "n_active": "active per round",
@@ -417,7 +560,12 @@ def _dynamics_blocks(
                 f"{len(missing)} dynamics value{'s are' if len(missing) != 1 else ' is'} listed "
                 f"in {MISSING_FILE} with a reason (gaps above, left out of every mean):"
             ),
-            Table(table, headers=MISSING_HEADERS, group="metric", collapsed=len(table) > FOLD_ROWS),
+            Table(
+                _plain_metrics(table),
+                headers=MISSING_HEADERS,
+                group="metric",
+                collapsed=len(table) > FOLD_ROWS,
+            ),
         ]
     return blocks
 
@@ -513,6 +661,62 @@ def _two_features(run: RunFiles) -> bool:
     return len(features) == 2
 
 
+def _preset(overrides: Sequence[str]) -> str | None:
+    for override in overrides:
+        key, _, value = str(override).lstrip("+").partition("=")
+        if key == "experiment" and value:
+            return value
+    return None
+
+
+def _data_name(config: DictConfig | None, choices: dict[str, str]) -> str | None:
+    if choices.get("data"):
+        return choices["data"]
+    target = OmegaConf.select(config, "data._target_", default=None) if config else None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def run_title(run: RunFiles) -> str:
+    """What a run compared, in one line: data, models × generators, dynamics, size."""
+    parts = []
+    data = _data_name(run.config, run.choices)
+    if data:
+        parts.append(f"{data} data")
+    models = ", ".join(str(m) for m in ordered(run.metrics["model"]))
+    generators = ", ".join(str(g) for g in ordered(run.metrics["generator"]))
+    parts.append(f"{models} × {generators}")
+    dynamics = run.choices.get("dynamics")
+    if dynamics and dynamics != "reference":
+        parts.append(f"dynamics: {dynamics}")
+    sim = OmegaConf.select(run.config, "simulation", default=None) if run.config else None
+    if isinstance(sim, DictConfig):
+        rounds, repetitions = sim.get("n_rounds"), sim.get("n_repetitions")
+        if rounds is not None and repetitions is not None:
+            noun = "repetition" if repetitions == 1 else "repetitions"
+            parts.append(f"{rounds} rounds × {repetitions} {noun}")
+    preset = _preset(run.overrides)
+    if preset:
+        parts.append(f"preset {preset}")
+    return " · ".join(parts)
+
+
+def sweep_title(entries, swept: Sequence[str]) -> str:
+    """What a sweep varied, in one line: ``generator ∈ {generic, wachter_mad} × seed ∈ {0, 1}``."""
+    parts = []
+    for key in swept:
+        values = ordered(str(overrides[key]) for _, overrides, _ in entries if key in overrides)
+        if values:
+            parts.append(f"{key} ∈ {{{', '.join(values)}}}")
+    first = next((job for job, _, metrics in entries if metrics is not None), None)
+    context = []
+    if first is not None and "data" not in swept:
+        data = _data_name(read_config(first), read_choices(first / ".hydra"))
+        if data:
+            context.append(f"{data} data")
+    varied = " × ".join(parts) if parts else "no swept keys"
+    return " · ".join([*context, varied])
+
+
 def run_document(run: RunFiles, figures: bool = True) -> Document:
     """The content of a run report (figures are drawn into the run directory)."""
     from recourse_sim.report import figures as plots  # matplotlib only when drawing
@@ -523,31 +727,42 @@ def run_document(run: RunFiles, figures: bool = True) -> Document:
     shift_missing, dynamics_missing = split_missing(run.missing, dynamics)
     if not dynamics.empty:  # every shift table sees the shift rows only
         run = replace(run, metrics=shift, missing=shift_missing)
-    summary = final_round_summary(run.metrics)
+    summary = run_summary(run)
+    shown = _with_normalised(run)
     per_round = recourse_per_round(run.recourse)
     per_system = recourse_per_system(run.recourse)
     repetitions = full.metrics["repetition"].nunique()
     n_permutations = run.n_permutations
-    reading = largest_shifts(summary, SYSTEM, per_system, n_permutations)
-    doc = Document(f"Shift report: {directory.name}", str(directory.resolve()))
+    reading = largest_shifts(summary, SYSTEM, per_system, n_permutations, run.kernel)
+    title = run_title(full)
+    doc = Document(f"Shift report: {title}", str(directory.resolve()))
     doc.blocks += [
         Heading("Configuration"),
         Table(config_brief(run)),
         Heading("Largest shifts"),
         Bullets(tuple(reading)) if reading else Paragraph("No metric values were recorded."),
         Heading("Final-round summary"),
-        _summary_note(repetitions, "repetitions", n_permutations),
+        _summary_note(
+            repetitions,
+            "repetitions",
+            n_permutations,
+            _has_tests(summary),
+            _has_tests(summary, 1),
+        ),
         _summary_table(summary, n_permutations),
-        *_control_blocks(control_comparison(run.metrics), "repetitions"),
+        *_normalised_note(run),
+        *_kernel_blocks(run.kernel, SYSTEM),
+        *_control_blocks(control_comparison(shown), "repetitions"),
         *_missing_blocks(run.missing),
     ]
     if figures and not run.metrics.empty:
         doc.blocks += [
             Heading("Metrics over rounds"),
             _figure(
-                lambda: plots.metric_lines(run.metrics, directory),
-                "Every metric over rounds (mean, band: ±1 sd over repetitions); "
-                "colour = generator, panels = metric and model.",
+                lambda: plots.metric_lines(shown, directory, title=title, config=run.config),
+                "Every metric over rounds (mean, band: ±1 sd over repetitions; points where "
+                "there are only two evaluations); colour = generator, panels = metric and model, "
+                "each axis in the metric's unit (see the Glossary); the black line is zero.",
             ),
         ]
     doc.blocks.append(Heading("Recourse"))
@@ -597,7 +812,67 @@ def run_document(run: RunFiles, figures: bool = True) -> Document:
                 "who received recourse are outlined in black.",
             ),
         ]
+    names = ordered([*metric_order(shown), *metric_order(full.metrics)])
+    doc.blocks += _glossary_blocks(names, run.config)
     return doc
+
+
+def headline(run_dir: str | Path, n: int = 3) -> list[str]:
+    """The first ``n`` sentences of a run report's "Largest shifts" (for the terminal)."""
+    run = load_run(run_dir)
+    shift, _ = split_scope(run.metrics)
+    run = replace(run, metrics=shift)
+    sentences = largest_shifts(
+        run_summary(run),
+        SYSTEM,
+        recourse_per_system(run.recourse),
+        run.n_permutations,
+        run.kernel,
+    )
+    return sentences[:n]
+
+
+def _decisiveness_form(config: DictConfig | None) -> str | None:
+    try:
+        return (
+            OmegaConf.select(config, "metrics.decisiveness.form", default=None) if config else None
+        )
+    except Exception:  # an unresolvable interpolation: the reference form
+        return None
+
+
+def _with_normalised(run: RunFiles) -> pd.DataFrame:
+    """The run's shift rows with the report's normalised decisiveness beside the reference's."""
+    scale = decisiveness_scale(_decisiveness_form(run.config), run.data_rows)
+    return with_normalised_decisiveness(run.metrics, scale)
+
+
+def run_summary(run: RunFiles) -> pd.DataFrame:
+    """The final-round summary of a run's shift rows (``summary_table.csv``)."""
+    return final_round_summary(
+        _with_normalised(run), n_permutations=run.n_permutations, p_value_form=run.p_value_form
+    )
+
+
+def _normalised_note(run: RunFiles) -> list[Block]:
+    if "decisiveness" not in set(run.metrics["metric"]):
+        return []
+    if decisiveness_scale(_decisiveness_form(run.config), run.data_rows) is None:
+        return [
+            Paragraph(
+                "The normalised decisiveness needs the size N of the initial data, which this "
+                "run's manifest.json does not record (runs before it did): only the reference "
+                "form is shown."
+            )
+        ]
+    return [
+        Paragraph(
+            "Decisiveness is shown twice: in the reference form (a sum-like norm over the "
+            f"{run.data_rows or 'N'} initial data points, which grows with their number) and "
+            "normalised by its largest possible value, so that it reads as a share on any data "
+            "set (the report computes it; metrics.csv keeps the reference form)."
+        )
+    ]
 
 
 def build_run_report(
@@ -624,7 +899,7 @@ def build_run_report(
     run = load_run(run_dir)
     directory = run.directory
     shift, dynamics = split_scope(run.metrics)
-    final_round_summary(shift).to_csv(directory / SUMMARY_TABLE, index=False)
+    run_summary(replace(run, metrics=shift)).to_csv(directory / SUMMARY_TABLE, index=False)
     recourse_per_round(run.recourse).to_csv(directory / RECOURSE_TABLE, index=False)
     written = [directory / name for name in (SUMMARY_TABLE, RECOURSE_TABLE)]
     if not dynamics.empty:
@@ -695,7 +970,18 @@ def build_sweep_report(
     combined = sweep_metrics(finished, swept)
     combined.to_csv(sweep_dir / SWEEP_METRICS, index=False)
     per_job = [*(k for k in swept if k not in SYSTEM_KEYS), *SYSTEM]
-    job_summary = final_round_summary(combined, ["job", *per_job]) if finished else None
+    finished_dirs = [job for job, _, m in entries if m is not None and not m.empty]
+    p_value_form = _common([config_p_value_form(read_config(job)) for job in finished_dirs])
+    job_summary = (
+        final_round_summary(
+            combined,
+            ["job", *per_job],
+            n_permutations=n_permutations,
+            p_value_form=p_value_form or "reference",
+        )
+        if finished
+        else None
+    )
     if job_summary is None:
         job_summary = pd.DataFrame(columns=["job", *per_job, "metric", "scope", "round", "n"])
     order = ["job", *per_job, "metric", "scope"]
@@ -711,14 +997,23 @@ def build_sweep_report(
     missing, dynamics_missing = split_missing(missing, dynamics)
     variants = variant_keys(swept)
     by = [*variants, *SYSTEM]
+    combined = _sweep_normalised(combined, finished_dirs)
     summary = (
-        final_round_summary(combined, by, per=["job"])
+        final_round_summary(
+            combined,
+            by,
+            per=["job"],
+            n_permutations=n_permutations,
+            p_value_form=p_value_form or "reference",
+        )
         if finished
         else final_round_summary(pd.DataFrame(), by)
     )
     summary.to_csv(sweep_dir / SUMMARY_TABLE, index=False)
+    kernel = _sweep_kernel(entries, variants)
+    title = sweep_title(entries, swept)
 
-    doc = Document(f"Sweep shift report: {sweep_dir.name}", str(sweep_dir.resolve()))
+    doc = Document(f"Sweep shift report: {title}", str(sweep_dir.resolve()))
     doc.blocks += [Heading("Sweep"), *_sweep_brief(multirun, entries, swept)]
     doc.blocks += [
         Heading("Jobs"),
@@ -728,7 +1023,9 @@ def build_sweep_report(
     if not finished:
         doc.blocks.append(Paragraph("No job of this sweep has written metrics.csv yet."))
     else:
-        reading = largest_shifts(summary, by, n_permutations=n_permutations)
+        reading = largest_shifts(
+            summary, by, n_permutations=n_permutations, kernel=kernel, unit="runs"
+        )
         hue = "system" if variants else "generator"
         labelled = add_system_label(combined, variants)
         rows = final_rows(labelled, ["job", *SYSTEM])
@@ -738,8 +1035,16 @@ def build_sweep_report(
             Heading("Largest shifts"),
             Bullets(tuple(reading)) if reading else Paragraph("No metric values were recorded."),
             Heading("Final-round summary"),
-            _summary_note(_count(rows, by), runs, n_permutations),
+            _summary_note(
+                _count(rows, by),
+                runs,
+                n_permutations,
+                _has_tests(summary),
+                _has_tests(summary, 1),
+                "run (a repetition of a job)",
+            ),
             _summary_table(summary, n_permutations),
+            *_kernel_blocks(kernel, by),
             *_control_blocks(
                 control_comparison(
                     combined,
@@ -755,15 +1060,16 @@ def build_sweep_report(
             doc.blocks += [
                 Heading("Final-round comparison"),
                 _figure(
-                    lambda: plots.sweep_bars(rows, sweep_dir, hue=hue),
+                    lambda: plots.sweep_bars(rows, sweep_dir, hue=hue, title=title),
                     f"Final-round values (bars: mean, error bars: ±1 sd over {pooled}); "
                     f"panels = metric × model, colour = {hue}.",
                 ),
                 Heading("Metrics over rounds"),
                 _figure(
-                    lambda: plots.metric_lines(labelled, sweep_dir, hue=hue),
-                    f"Every metric over rounds, pooled over {pooled} (mean, band: ±1 sd); "
-                    f"colour = {hue}.",
+                    lambda: plots.metric_lines(labelled, sweep_dir, hue=hue, title=title),
+                    f"Every metric over rounds, pooled over {pooled} (mean, band: ±1 sd; points "
+                    f"where there are only two evaluations); colour = {hue}; the black line is "
+                    "zero.",
                 ),
             ]
     if not dynamics.empty:
@@ -781,6 +1087,10 @@ def build_sweep_report(
             run="run",
             group_column=_common_group_column(entries),
         )
+    if finished:
+        first_config = read_config(finished_dirs[0]) if finished_dirs else None
+        names = ordered([*metric_order(combined), *metric_order(dynamics)])
+        doc.blocks += _glossary_blocks(names, first_config)
     if not html:
         return None
     write_markdown(doc, sweep_dir / SWEEP_MARKDOWN)
@@ -812,6 +1122,31 @@ def _pending_blocks(states: Sequence[JobState]) -> list[Block]:
         ),
         Table(table),
     ]
+
+
+def _sweep_normalised(combined: pd.DataFrame, jobs: list[Path]) -> pd.DataFrame:
+    """The normalised decisiveness of every job, each by its own data size and form."""
+    if combined.empty or "job" not in combined:
+        return combined
+    scales = {
+        job.name: decisiveness_scale(_decisiveness_form(read_config(job)), read_data_rows(job))
+        for job in jobs
+    }
+    scale = combined["job"].map(scales).astype(float)
+    return with_normalised_decisiveness(combined, scale)
+
+
+def _sweep_kernel(entries, variants: list[str]) -> pd.DataFrame | None:
+    """The ``kernel_warnings.csv`` rows of all jobs, with ``job`` and variant columns."""
+    frames = []
+    for job, overrides, _ in entries:
+        frame = load_kernel_warnings(job)
+        if frame is None or frame.empty:
+            continue
+        for key in reversed(variants):
+            frame.insert(0, key, overrides.get(key, ""))
+        frames.append(frame.assign(job=job.name))
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def _sweep_missing(jobs: list[Path]) -> pd.DataFrame | None:

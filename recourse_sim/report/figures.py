@@ -1,4 +1,4 @@
-"""Report figures (seaborn and matplotlib), each written as a PNG into ``<directory>/figures/``.
+"""Report figures (seaborn and matplotlib), as PNG and SVG in ``<directory>/figures/``.
 
 Plotting uses matplotlib's non-interactive Agg backend, selected here before pyplot is imported,
 so reports build on machines without a display. Colours follow a fixed palette keyed by the hue
@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from recourse_sim.report.glossary import plain_name, unit
 from recourse_sim.report.tables import (
     METRIC_ORDER,
     RECOURSE_STATS,
@@ -47,7 +48,9 @@ def _figure_path(directory: str | Path, name: str) -> Path:
 
 
 def _save(figure, path: Path) -> Path:
+    """Write the PNG (embedded in reports) and an SVG beside it (for papers); return the PNG."""
     figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    figure.savefig(path.with_suffix(".svg"), bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -64,11 +67,19 @@ def _facet_lines(
     facet_order: list[str],
     hue: str,
     path: Path,
-    ylabel: str,
+    ylabels: dict[str, str] | str,
+    title: str | None = None,
+    zero_line: bool = True,
 ) -> Path:
-    """Lines over rounds, mean with an sd band over repetitions; facets ``facet`` x model."""
+    """Lines over rounds, mean with an sd band over repetitions; facets ``facet`` x model.
+
+    With only two evaluated rounds a line would suggest a trend between them that was never
+    measured: the means are drawn as points with sd error bars instead. ``ylabels`` maps each
+    facet to its axis label (a string labels them all).
+    """
     hue_order = ordered(data[hue])
     models = ordered(data["model"])
+    few = data["round"].nunique() <= 2
     common = {
         "data": data,
         "kind": "line",
@@ -79,10 +90,12 @@ def _facet_lines(
         "palette": palette(hue_order),
         "errorbar": "sd",
         "marker": "o",
-        "markersize": 4,
+        "markersize": 6 if few else 4,
         "height": 2.4,
         "aspect": 1.45,
     }
+    if few:
+        common.update(linestyle="", err_style="bars", err_kws={"capsize": 3})
     if len(models) == 1:
         grid = sns.relplot(
             col=facet,
@@ -92,7 +105,9 @@ def _facet_lines(
             **common,
         )
         grid.set_titles("{col_name}")
-        grid.figure.suptitle(f"model: {models[0]}", y=1.02)
+        suptitle = f"{title} (model: {models[0]})" if title else f"model: {models[0]}"
+        grid.figure.suptitle(suptitle, y=1.02)
+        facet_of_axis = dict(zip(grid.axes.flat, facet_order, strict=False))
     else:
         grid = sns.relplot(
             row=facet,
@@ -103,8 +118,17 @@ def _facet_lines(
             **common,
         )
         grid.set_titles(row_template="{row_name}", col_template="model: {col_name}")
-    grid.set_axis_labels("round", ylabel)
+        if title:
+            grid.figure.suptitle(title, y=1.02)
+        facet_of_axis = {ax: facet_order[i] for i, row in enumerate(grid.axes) for ax in row}
     for ax in grid.axes.flat:
+        facet_value = facet_of_axis.get(ax)
+        label = ylabels if isinstance(ylabels, str) else ylabels.get(facet_value, "")
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        if zero_line:
+            # A metric's zero is "no change": without it a tiny drift near 0 looks like a trend.
+            ax.axhline(0, color="black", linewidth=0.7, zorder=1)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelbottom=True)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
@@ -112,21 +136,33 @@ def _facet_lines(
 
 
 def metric_lines(
-    metrics: pd.DataFrame, directory: str | Path, hue: str = "generator", name: str = "metrics.png"
+    metrics: pd.DataFrame,
+    directory: str | Path,
+    hue: str = "generator",
+    name: str = "metrics.png",
+    title: str | None = None,
+    config=None,
 ) -> Path:
     """Every metric over rounds: mean and sd band over repetitions, hue = generator, facets = model.
 
     Args:
         metrics: Rows of ``metrics.csv`` (a sweep's pooled rows work too).
-        directory: The report directory; the PNG goes into its ``figures/``.
+        directory: The report directory; the PNG (and SVG) go into its ``figures/``.
         hue: The column that colours the lines (``generator``, or ``system`` for sweep variants).
         name: File name of the PNG.
+        title: The figure's title (what the run compared).
+        config: The run's configuration (picks the glossary entry of a metric's form).
 
     Returns:
         The path of the PNG.
     """
     order = ordered(metrics["metric"], METRIC_ORDER)
-    return _facet_lines(metrics, "metric", order, hue, _figure_path(directory, name), "value")
+    names = {metric: plain_name(metric, config) for metric in order}
+    data = metrics.assign(metric=metrics["metric"].map(names))
+    labels = {names[m]: unit(m, config) for m in order}
+    return _facet_lines(
+        data, "metric", [names[m] for m in order], hue, _figure_path(directory, name), labels, title
+    )
 
 
 def recourse_lines(
@@ -141,7 +177,10 @@ def recourse_lines(
     )
     long["statistic"] = long["statistic"].map(STAT_LABELS)
     order = [STAT_LABELS[s] for s in RECOURSE_STATS]
-    return _facet_lines(long, "statistic", order, "generator", _figure_path(directory, name), "")
+    labels = {STAT_LABELS["success_rate"]: "share", STAT_LABELS["cost"]: "distance"}
+    return _facet_lines(
+        long, "statistic", order, "generator", _figure_path(directory, name), labels
+    )
 
 
 def _grid_surface(grid: pd.DataFrame, features: list[str]) -> tuple[np.ndarray, ...]:
@@ -252,6 +291,7 @@ def sweep_bars(
     directory: str | Path,
     hue: str = "generator",
     name: str = "final_round.png",
+    title: str | None = None,
 ) -> Path:
     """Final-round values as bars with sd error bars: rows = metric, columns = model.
 
@@ -260,12 +300,17 @@ def sweep_bars(
         directory: The report directory; the PNG goes into its ``figures/``.
         hue: The column that colours (and places) the bars.
         name: File name of the PNG.
+        title: The figure's title (what the sweep varied).
 
     Returns:
         The path of the PNG.
     """
     hue_order = ordered(final[hue])
-    metrics = ordered(final["metric"], METRIC_ORDER)
+    keys = ordered(final["metric"], METRIC_ORDER)
+    names = {metric: plain_name(metric) for metric in keys}
+    final = final.assign(metric=final["metric"].map(names))
+    metrics = [names[m] for m in keys]
+    units = {names[m]: unit(m) for m in keys}
     models = ordered(final["model"])
     common = {
         "data": final,
@@ -280,7 +325,7 @@ def sweep_bars(
         "capsize": 0.15,
         "err_kws": {"linewidth": 1.2},
         "height": 2.4,
-        "aspect": max(1.0, 0.45 * len(hue_order)),
+        "aspect": max(1.4, 0.5 * len(hue_order)),
         "legend": False,
     }
     if len(models) == 1:
@@ -288,7 +333,9 @@ def sweep_bars(
             col="metric", col_order=metrics, col_wrap=min(4, len(metrics)), sharey=False, **common
         )
         grid.set_titles("{col_name}")
-        grid.figure.suptitle(f"model: {models[0]}", y=1.02)
+        suptitle = f"{title} (model: {models[0]})" if title else f"model: {models[0]}"
+        grid.figure.suptitle(suptitle, y=1.02)
+        metric_of_axis = dict(zip(grid.axes.flat, metrics, strict=False))
     else:
         grid = sns.catplot(
             row="metric",
@@ -300,13 +347,22 @@ def sweep_bars(
             **common,
         )
         grid.set_titles(row_template="{row_name}", col_template="model: {col_name}")
-    grid.set_axis_labels("", "final value")
+        if title:
+            grid.figure.suptitle(title, y=1.02)
+        metric_of_axis = {ax: metrics[i] for i, row in enumerate(grid.axes) for ax in row}
+    grid.set_axis_labels("", "")
+    for ax in grid.axes.flat:
+        ax.set_ylabel(units.get(metric_of_axis.get(ax), ""))
     # Short names label the bars directly; long ones (sweep variants) go into a legend.
     long_names = any(len(str(v)) > 12 for v in hue_order)
     for ax in grid.axes.flat:
         ax.axhline(0, color="black", linewidth=0.6)
         ax.grid(True, axis="y", alpha=0.3)
         ax.tick_params(axis="x", labelbottom=not long_names, bottom=not long_names)
+        if not long_names:
+            ax.tick_params(axis="x", labelrotation=20)
+    if not long_names:
+        grid.tight_layout()  # room for the rotated labels below every row
     if long_names:
         grid.tight_layout()  # reclaim the room the hidden labels took
         colours = palette(hue_order)
@@ -362,6 +418,7 @@ def _over_rounds(
     )
     first, last = int(per_round["round"].min()), int(per_round["round"].max())
     rounds = pd.RangeIndex(first, last + 1, name="round")
+    few = per_round["round"].nunique() <= 2
     for ax, (metric, panel_title, ylabel) in zip(axes.flat, present, strict=False):
         for system in systems:
             rows = per_round[(per_round["system"] == system) & (per_round["metric"] == metric)]
@@ -375,7 +432,10 @@ def _over_rounds(
                 ax.plot(rounds, mean, color=colour, lw=0.9, alpha=0.5, marker="o", ms=2.5)
                 ax.plot(rounds, rows["rolling_mean"].astype(float), color=colour, lw=2.2)
             else:
-                ax.plot(rounds, mean, color=colour, lw=1.6, marker="o", ms=3)
+                # Two rounds only: points, not a line implying a trend that was never measured.
+                ax.plot(rounds, mean, color=colour, lw=0 if few else 1.6, marker="o", ms=3)
+        if metric != "threshold":
+            ax.axhline(0, color="black", linewidth=0.7, zorder=1)
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("round")
         ax.set_ylabel(ylabel)

@@ -2,13 +2,15 @@
 
 A *run directory* holds ``metrics.csv`` (and usually ``recourse.csv``, the populations, a decision
 grid for two-feature data and ``.hydra/``; ``missing_values.csv`` when a metric value could not be
-computed; ``agents.csv`` when the run had time-based dynamics). A *sweep directory* holds
+computed; ``kernel_warnings.csv`` when an MMD's kernel was too narrow to see anything;
+``agents.csv`` when the run had time-based dynamics). A *sweep directory* holds
 hydra's ``multirun.yaml`` and one run directory per job (named by its result-key overrides).
 Nothing here needs the simulation itself: reports are rebuilt from files alone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,8 @@ FINAL_FILE = "final_population.csv"
 GRID_FILE = "decision_grid.csv"
 MISSING_FILE = "missing_values.csv"
 AGENTS_FILE = "agents.csv"
+KERNEL_FILE = "kernel_warnings.csv"
+MANIFEST_FILE = "manifest.json"
 MULTIRUN_FILE = "multirun.yaml"
 
 
@@ -47,6 +51,10 @@ class RunFiles:
         missing: ``missing_values.csv`` (why metric values are missing), or None when absent.
         agents: ``agents.csv`` (one row per agent and system, written by runs with time-based
             dynamics), or None when absent.
+        kernel: ``kernel_warnings.csv`` (evaluations at which an MMD's kernel was degenerate),
+            or None when absent.
+        data_rows: Rows of the initial data (training plus test), from ``manifest.json``; None
+            for runs that did not record it.
     """
 
     directory: Path
@@ -60,11 +68,27 @@ class RunFiles:
     overrides: list[str] = field(default_factory=list)
     missing: pd.DataFrame | None = None
     agents: pd.DataFrame | None = None
+    kernel: pd.DataFrame | None = None
+    data_rows: int | None = None
 
     @property
     def n_permutations(self) -> int | None:
         """``simulation.n_permutations`` of the run (P of its p-values), or None when unknown."""
         return config_n_permutations(self.config)
+
+    @property
+    def p_value_form(self) -> str:
+        """``simulation.p_value`` of the run (``reference`` when unknown)."""
+        return config_p_value_form(self.config)
+
+
+def config_p_value_form(config: DictConfig | None) -> str:
+    """``simulation.p_value`` of a composed configuration: ``reference`` or ``corrected``."""
+    try:
+        form = OmegaConf.select(config, "simulation.p_value", default=None) if config else None
+    except Exception:  # an unresolvable interpolation: the reference form
+        form = None
+    return "corrected" if form == "corrected" else "reference"
 
 
 def config_n_permutations(config: DictConfig | None) -> int | None:
@@ -192,6 +216,22 @@ def load_agents(run_dir: str | Path) -> pd.DataFrame | None:
         return None
 
 
+def load_kernel_warnings(run_dir: str | Path) -> pd.DataFrame | None:
+    """The ``kernel_warnings.csv`` of a run directory, or None when there is none."""
+    return _read_csv(Path(run_dir) / KERNEL_FILE)
+
+
+def read_data_rows(run_dir: str | Path) -> int | None:
+    """Rows of a run's initial data (training plus test), from its manifest (None: unknown)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")).get("data_rows") or {}
+        total = int(rows["training"]) + int(rows["test"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return total if total > 0 else None
+
+
 def read_config(run_dir: str | Path) -> DictConfig | None:
     """A run's composed configuration (``.hydra/config.yaml``), or None when unreadable."""
     return _load_yaml(Path(run_dir) / ".hydra" / "config.yaml")
@@ -227,6 +267,8 @@ def load_run(run_dir: str | Path) -> RunFiles:
         overrides=read_overrides(hydra_dir / "overrides.yaml"),
         missing=load_missing(run_dir),
         agents=load_agents(run_dir),
+        kernel=load_kernel_warnings(run_dir),
+        data_rows=read_data_rows(run_dir),
     )
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from recourse_sim.report.files import RunFiles
+from recourse_sim.report.statistics import holm_adjusted, round_statistics
 
 #: The metrics of the reference study, in the order reports list them; others follow by name.
 METRIC_ORDER = (
@@ -20,22 +21,23 @@ METRIC_ORDER = (
     "mmd_model_grid",
     "disagreement",
     "decisiveness",
+    "decisiveness_normalised",
     "perturbation",
     "f1_change",
 )
-#: Plain-language names of the known metrics (unknown ones are shown by their key).
-METRIC_LABELS = {
-    "mmd_domain": "domain shift (MMD)",
-    "mmd_model": "model shift (MMD of predictions)",
-    "mmd_model_grid": "model shift (MMD on a grid)",
-    "disagreement": "disagreement with the initial model",
-    "decisiveness": "change of decisiveness",
-    "perturbation": "parameter perturbation",
-    "f1_change": "change of macro F1",
-}
 #: The per-round recourse statistics a report shows.
 RECOURSE_STATS = ("n_candidates", "n_chosen", "success_rate", "cost")
 SYSTEM = ("model", "generator")
+#: The interval and significance columns of :func:`final_round_summary`, after ``sd``.
+STATISTIC_COLUMNS = (
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_tested",
+    "n_significant",
+    "p_combined",
+    "p_holm",
+)
 #: Swept keys that replicate a job rather than define a variant (pooled in sweep summaries).
 REPLICATION_KEYS = frozenset({"seed"})
 #: Override keys whose value is already a column of ``metrics.csv`` (the option names).
@@ -63,9 +65,13 @@ def final_rows(metrics: pd.DataFrame, by: Sequence[str] = SYSTEM) -> pd.DataFram
 
 
 def final_round_summary(
-    metrics: pd.DataFrame, by: Sequence[str] = SYSTEM, per: Sequence[str] = ()
+    metrics: pd.DataFrame,
+    by: Sequence[str] = SYSTEM,
+    per: Sequence[str] = (),
+    n_permutations: int | None = None,
+    p_value_form: str = "reference",
 ) -> pd.DataFrame:
-    """Mean, standard deviation and mean p-value of every metric at the final round.
+    """Mean, interval and significance of every metric at the final round.
 
     Args:
         metrics: Rows of ``metrics.csv`` (a sweep may add columns such as ``job`` or swept keys).
@@ -74,32 +80,89 @@ def final_round_summary(
             sweep variant).
         per: Columns that separate independent runs (``job`` in a sweep): the last round is
             taken per run and system.
+        n_permutations: ``P`` of the p-values (for their exact form ``(b + 1)/(P + 1)``).
+        p_value_form: ``simulation.p_value`` of the runs (``reference`` or ``corrected``).
 
     Returns:
-        One row per metric and system: ``metric, scope, *by, round, n, mean, sd, p_value``, where
-        ``n`` counts the values that are not missing, ``sd`` is the sample standard deviation (NaN
-        for a single value) and ``p_value`` the mean of the available p-values (NaN where the
-        metric has none). A missing value (an empty ``value`` cell) counts nowhere, and neither
-        does a p-value recorded beside one (older runs wrote NaN values with a p-value of 0).
+        One row per metric and system: ``metric, scope, *by, round, n, mean, sd, ci_low,
+        ci_high, p_value, n_tested, n_significant, p_combined, p_holm``. ``n`` counts the values
+        that are not missing, ``sd`` is the sample standard deviation and ``ci_low, ci_high``
+        the 95 % t interval of the mean (NaN for a single value); ``p_value`` is the mean of
+        the available p-values (descriptive only: it is not a test), ``n_tested`` and
+        ``n_significant`` count the repetitions with a p-value and those with p < 0.05,
+        ``p_combined`` is Fisher's combination of them and ``p_holm`` its Holm adjustment over
+        every row of the table (see :mod:`recourse_sim.report.statistics`). A missing value
+        (an empty ``value`` cell) counts nowhere, and neither does a p-value recorded beside
+        one (older runs wrote NaN values with a p-value of 0).
     """
     by = list(by)
-    columns = ["metric", "scope", *by, "round", "n", "mean", "sd", "p_value"]
+    columns = ["metric", "scope", *by, "round", "n", "mean", "sd", *STATISTIC_COLUMNS]
     if metrics.empty:
         return pd.DataFrame(columns=columns)
     last = final_rows(metrics, [*per, *by])
     last["p_value"] = last["p_value"].where(last["value"].notna())
-    summary = (
-        last.groupby(["metric", "scope", *by], sort=False, dropna=False)
-        .agg(
-            round=("round", "max"),
-            n=("value", "count"),
-            mean=("value", "mean"),
-            sd=("value", "std"),
-            p_value=("p_value", "mean"),
-        )
-        .reset_index()
+    keys = ["metric", "scope", *by]
+    grouped = last.groupby(keys, sort=False, dropna=False)
+    summary = grouped.agg(
+        round=("round", "max"),
+        n=("value", "count"),
+        mean=("value", "mean"),
+        sd=("value", "std"),
+        p_value=("p_value", "mean"),
     )
+    tests = pd.DataFrame(
+        {
+            key: round_statistics(group, n_permutations, p_value_form)
+            for key, group in grouped[["value", "p_value"]]
+        }
+    ).T
+    tests.index.names = keys
+    summary = summary.join(tests).reset_index()
+    summary["p_holm"] = holm_adjusted(summary["p_combined"].to_numpy(dtype=float))
+    for column in ("n_tested", "n_significant"):
+        summary[column] = summary[column].astype(int)
     return _sort(summary, by)[columns]
+
+
+NORMALISED_DECISIVENESS = "decisiveness_normalised"
+
+
+def decisiveness_scale(form: str | None, data_rows: int | None) -> float | None:
+    """The largest possible decisiveness: ½√N in the reference form, ¼ in the paper's.
+
+    Args:
+        form: ``metrics.decisiveness.form`` (``code``, the reference, or ``paper``).
+        data_rows: N, the rows of the initial data; None when unknown.
+
+    Returns:
+        The divisor of the normalised form, or None when it cannot be known.
+    """
+    if form == "paper":
+        return 0.25
+    if not data_rows:
+        return None
+    return 0.5 * float(data_rows) ** 0.5
+
+
+def with_normalised_decisiveness(metrics: pd.DataFrame, scale) -> pd.DataFrame:
+    """``metrics`` with a ``decisiveness_normalised`` row beside every ``decisiveness`` row.
+
+    The report's own rows (``metrics.csv`` keeps the reference form only): the value divided by
+    ``scale``, a number or, in a sweep, a per-row Series (jobs of different data sizes); rows
+    whose scale is unknown are left out. No p-value.
+    """
+    if metrics.empty or scale is None:
+        return metrics
+    rows = metrics[metrics["metric"] == "decisiveness"].copy()
+    if rows.empty:
+        return metrics
+    if isinstance(scale, pd.Series):
+        scale = scale.loc[rows.index]
+    rows["value"] = rows["value"] / scale
+    rows = rows[pd.Series(scale, index=rows.index).notna()]
+    rows["metric"] = NORMALISED_DECISIVENESS
+    rows["p_value"] = float("nan")
+    return pd.concat([metrics, rows], ignore_index=True)
 
 
 #: The label of the no-recourse control (``configs/generator/none.yaml``).

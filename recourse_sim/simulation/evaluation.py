@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 
 import numpy as np
 
@@ -34,15 +35,20 @@ def evaluate(
     streams: Mapping[str, np.random.Generator],
     system,
     round_number: int,
-) -> tuple[list[dict], list[dict]]:
-    """Every metric of one system: ``metrics.csv`` rows, and why values are missing.
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Every metric of one system: ``metrics.csv`` rows, why values are missing, kernel checks.
+
+    Returns ``(rows, missing, kernel)``.
 
     A value that cannot be computed (the metric says why, or it is not finite) is missing
     (CONVENTIONS rule 2): NaN value and no p-value, i.e. two empty cells in ``metrics.csv``, and
     a ``repetition, round, model, generator, metric, reason`` row for the recorder's
-    ``note_missing``. Module level: workers run it.
+    ``note_missing``. An MMD whose kernel is degenerate at its ℓ (its result carries a
+    :class:`~recourse_sim.metrics.base.KernelCheck`) gives a ``repetition, round, model,
+    generator, metric, length_scale, median_kernel, median_length_scale, value_at_median`` row
+    for the recorder's ``note_kernel_checks``. Module level: workers run it.
     """
-    rows, missing = [], []
+    rows, missing, kernel = [], [], []
     for metric_name, metric in metrics.items():
         context.rng = streams[metric_name]
         result = metric(context)
@@ -63,6 +69,9 @@ def evaluate(
         if reason is not None:
             value, p_value = np.nan, None
             missing.append({**system_keys, "reason": reason})
+        check = getattr(result, "kernel", None)
+        if reason is None and check is not None:
+            kernel.append({**system_keys, **{k: float(v) for k, v in asdict(check).items()}})
         rows.append(
             {
                 **system_keys,
@@ -71,4 +80,4 @@ def evaluate(
                 "p_value": np.nan if p_value is None else p_value,
             }
         )
-    return rows, missing
+    return rows, missing, kernel

@@ -1,7 +1,8 @@
 """Rows and tables of the run's output files, built from the simulation's state.
 
-``recourse.csv`` rows, the initial and final populations, the decision grid, ``agents.csv`` and
-the time-based rows of ``metrics.csv``; the recorder writes them.
+``recourse.csv`` rows, the initial and final populations (the final one also in the data's
+original units), the decision grid, ``agents.csv`` and the time-based rows of ``metrics.csv``; the
+recorder writes them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 import torch
+
+from recourse_sim.data.encoding import Encoding
+from recourse_sim.data.groups import level_name
 
 #: Time-based metrics (scope ``dynamics``) per round and system, in row order.
 DYNAMICS_METRICS = (
@@ -197,7 +201,10 @@ def population_frame(
     last: np.ndarray,
     names: list[str],
 ) -> pd.DataFrame:
-    """One system's ``final_population.csv`` rows (agents that entered, at their features)."""
+    """One system's ``final_population.csv`` rows (agents that entered, at their features).
+
+    Columns: the :data:`POPULATION_KEYS`, the features, then the :data:`POPULATION_TAIL`.
+    """
     frame = pd.DataFrame(X, columns=names)
     frame.insert(0, "individual", rows)
     frame.insert(0, "generator", system.generator)
@@ -209,6 +216,81 @@ def population_frame(
     frame["first_recourse_round"] = first
     frame["last_recourse_round"] = last
     return frame
+
+
+#: The columns of ``final_population.csv`` before the features, and after them.
+POPULATION_KEYS = ["repetition", "model", "generator", "individual"]
+POPULATION_TAIL = [
+    "label",
+    "initial_label",
+    "n_recourse",
+    "first_recourse_round",
+    "last_recourse_round",
+]
+#: Prefix of the columns of ``final_population_original.csv`` holding a continuous feature's
+#: change in its original units.
+DELTA_PREFIX = "delta_"
+
+
+def original_population_frame(
+    population: pd.DataFrame, initial: np.ndarray, encoding: Encoding
+) -> pd.DataFrame:
+    """``final_population.csv`` in the data's original units, with each individual's changes.
+
+    Args:
+        population: The ``final_population.csv`` frame (model space), any number of systems.
+        initial: Each of its rows' position when the individual entered (model space).
+        encoding: The data's way back to its original units.
+
+    Returns:
+        The :data:`POPULATION_KEYS`; the original features at the final position
+        (:meth:`Encoding.decode`); the :data:`POPULATION_TAIL`; ``n_changed``, how many original
+        features differ from the entry position; ``changes``, those changes as text
+        (``"LIMIT_BAL: +20000; EDUCATION: 2 -> 1"``, in the original order; empty for an
+        individual who did not move); and per continuous feature ``delta_<feature>``, its
+        change in the original units (0 if none).
+    """
+    d = len(encoding.columns)
+    keys, tail = len(POPULATION_KEYS), len(POPULATION_TAIL)
+    if population.shape[1] != keys + d + tail:
+        raise ValueError(
+            f"original_population_frame: {keys + d + tail} columns expected ({d} features), "
+            f"got {population.shape[1]}"
+        )
+    final = population.iloc[:, keys : keys + d].to_numpy(dtype=np.float64)
+    before, after = encoding.decode(initial), encoding.decode(final)
+    delta = encoding.delta(initial, final)
+    moved = []
+    for feature in encoding.features:
+        if feature in delta.columns:
+            change = delta[feature].to_numpy()
+            texts = [f"{feature}: {_signed(v)}" for v in change]
+            moved.append(np.where(change != 0, np.array(texts, dtype=object), ""))
+        else:
+            old, new = before[feature].to_numpy(), after[feature].to_numpy()
+            pairs = zip(old, new, strict=True)
+            texts = [f"{feature}: {level_name(a)} -> {level_name(b)}" for a, b in pairs]
+            moved.append(np.where(old != new, np.array(texts, dtype=object), ""))
+    changed = np.column_stack(moved) if moved else np.zeros((len(final), 0), dtype=object)
+    summary = pd.DataFrame(
+        {
+            "n_changed": (changed != "").sum(axis=1).astype(np.int64),
+            "changes": ["; ".join(t for t in row if t) for row in changed],
+        }
+    )
+    parts = [after, summary, delta.add_prefix(DELTA_PREFIX)]
+    for part in parts:
+        part.index = population.index
+    ids, outcome = population.iloc[:, :keys], population.iloc[:, keys + d :]
+    return pd.concat([ids, parts[0], outcome, *parts[1:]], axis=1)
+
+
+def _signed(value: float) -> str:
+    """A change as short signed text: 6 significant digits, integers without ``.0``."""
+    short = float(f"{value:.6g}")
+    if short.is_integer() and abs(short) < 1e15:
+        return f"{int(short):+d}"
+    return f"{short:+}"
 
 
 def agents_frame(system, state, slot: int, rows: torch.Tensor, levels: tuple[str, ...]):

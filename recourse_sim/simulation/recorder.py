@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from recourse_sim.errors import ConfigError, OutputError
+from recourse_sim.metrics.mmd import DEGENERATE_KERNEL
 from recourse_sim.simulation.rundir import write_atomically
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,17 @@ METRIC_COLUMNS = [
     "p_value",
 ]
 MISSING_COLUMNS = ["repetition", "round", "model", "generator", "metric", "reason"]
+KERNEL_COLUMNS = [
+    "repetition",
+    "round",
+    "model",
+    "generator",
+    "metric",
+    "length_scale",
+    "median_kernel",
+    "median_length_scale",
+    "value_at_median",
+]
 RECOURSE_COLUMNS = [
     "repetition",
     "round",
@@ -60,13 +72,15 @@ class Recorder:
     metrics_file = "metrics.csv"
     recourse_file = "recourse.csv"
     population_file = "final_population.csv"
+    original_file = "final_population_original.csv"  # the final population in original units
     initial_file = "initial_population.csv"
     grid_file = "decision_grid.csv"
     agents_file = "agents.csv"  # time-based dynamics only: one row per agent and system
     checkpoint_file = "checkpoint.pt"
     missing_file = "missing_values.csv"  # written only when a metric could not be computed
+    kernel_file = "kernel_warnings.csv"  # written only when an MMD's kernel was degenerate
     #: Files appended round by round; a checkpoint records their sizes for an exact resume.
-    _appended_files = (metrics_file, recourse_file, missing_file)
+    _appended_files = (metrics_file, recourse_file, missing_file, kernel_file)
 
     def __init__(
         self,
@@ -92,6 +106,8 @@ class Recorder:
         self.recourse_rows: list[dict] = []
         self.missing_rows: list[dict] = []
         self._logged_missing: set[tuple] = set()  # (metric, model, generator, reason) warned of
+        self.kernel_rows: list[dict] = []
+        self._logged_kernel: set[str] = set()  # metrics warned of a degenerate kernel
         self.tables: dict[str, pd.DataFrame] = {}
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -105,15 +121,18 @@ class Recorder:
         self.metrics_rows.clear()
         self.recourse_rows.clear()
         self.missing_rows.clear()
+        self.kernel_rows.clear()
         if self.directory is not None:
             for name in (
                 self.metrics_file,
                 self.recourse_file,
                 self.population_file,
+                self.original_file,
                 self.initial_file,
                 self.grid_file,
                 self.agents_file,
                 self.missing_file,
+                self.kernel_file,
             ):
                 self._path(name).unlink(missing_ok=True)
 
@@ -170,6 +189,39 @@ class Recorder:
             )
         self.missing_rows.extend(rows)
         self._append(self.missing_file, rows, MISSING_COLUMNS)
+
+    def note_kernel_checks(self, rows: list[dict]) -> None:
+        """Record MMD evaluations whose Gaussian kernel was degenerate at their length scale.
+
+        Each row names ``repetition, round, model, generator, metric`` and the
+        :class:`~recourse_sim.metrics.base.KernelCheck` fields; the rows go to
+        ``kernel_warnings.csv`` (written only when there are any) and to the log: a warning the
+        first time per metric, at debug level after that.
+        """
+        logged = self._logged_kernel
+        for row in rows:
+            first = row["metric"] not in logged
+            logged.add(row["metric"])
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "%s cannot see anything at length scale %g (%s/%s, repetition %s, round %s): the "
+                "median off-diagonal kernel value is %.2g < %g. The median heuristic gives "
+                "ℓ = %.3g and an estimate of %.3g (metrics.%s.bandwidth=median)"
+                + (f"; every evaluation is in {self.kernel_file}" if first else ""),
+                row["metric"],
+                row["length_scale"],
+                row["model"],
+                row["generator"],
+                row["repetition"],
+                row["round"],
+                row["median_kernel"],
+                DEGENERATE_KERNEL,
+                row["median_length_scale"],
+                row["value_at_median"],
+                row["metric"],
+            )
+        self.kernel_rows.extend(rows)
+        self._append(self.kernel_file, rows, KERNEL_COLUMNS)
 
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
         """Write a whole table once (final and initial populations, decision grid)."""

@@ -51,6 +51,8 @@ OUTPUT_NAMES = (
     "decision_grid.csv",
     "agents.csv",
     "missing_values.csv",
+    "kernel_warnings.csv",
+    "final_population_original.csv",
     "checkpoint.pt",
     DONE,
     "report.html",

@@ -42,6 +42,7 @@ core takes plain objects and knows nothing of hydra.
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -65,11 +66,14 @@ from recourse_sim.models.training import train_jobs
 from recourse_sim.simulation import frames
 from recourse_sim.simulation.config import SimulationConfig
 from recourse_sim.simulation.evaluation import CachedProba, evaluate
+from recourse_sim.simulation.progress import Timings, log_evaluation
 from recourse_sim.simulation.recorder import Recorder
 from recourse_sim.simulation.state import NEVER, StackState
 from recourse_sim.utils import RandomStreams, counter_rng
 from recourse_sim.utils.device import to_device
 from recourse_sim.utils.workers import WorkerPool
+
+log = logging.getLogger(__name__)
 
 _PICK_STREAM = 0x91C4
 # Keyed draws of the dynamics: functions of (run, stream, round, repetition, agent), so an agent
@@ -184,6 +188,7 @@ class RecourseSimulation:
         self.streams = streams
         self.recorder = recorder or Recorder(None)
         self.progress = progress
+        self.timings = Timings()  # seconds per phase, logged by the caller at the end
         self.device = torch.device(device)
         # Worker processes compute on the CPU, so a run on another device keeps its work here.
         self.workers = workers if self.device.type == "cpu" else None
@@ -339,7 +344,11 @@ class RecourseSimulation:
             self.recorder.truncate_after(self.round)
         else:
             self.recorder.reset()
-            self._pretrain()
+            names = ", ".join(self.models)
+            log.info("pre-training %d model(s) on the initial data: %s", len(self.models), names)
+            with self.timings.phase("pre-training"):
+                self._pretrain()
+            log.info("pre-trained in %.1f s", self.timings.seconds["pre-training"])
         length = self.config.round_length
         env = simpy.Environment(initial_time=self.round * length)
         bar = tqdm(
@@ -350,9 +359,11 @@ class RecourseSimulation:
             disable=not self.progress,
         )
         self._start_processes(env, bar, fresh=checkpoint is None)
-        env.run()
+        with self.timings.phase("rounds"):
+            env.run()
         bar.close()
-        self._write_tables()
+        with self.timings.phase("tables"):
+            self._write_tables()
         return self
 
     def _start_processes(self, env: simpy.Environment, bar, fresh: bool) -> None:
@@ -378,7 +389,7 @@ class RecourseSimulation:
         phase("arrivals", [t for t in rounds if t in entries], self._arrival_phase)
         phase("retraining", retraining, self._retraining_phase)
         phase("decision", start + rounds, self._decision_phase)
-        phase("evaluation", evaluations, self._evaluation_phase)
+        phase("evaluation", evaluations, self._timed_evaluation)
         phase("close", rounds, lambda t: self._close_round(t, bar))
 
     def _at_rounds(self, env: simpy.Environment, offset: float, rounds: list[int], action):
@@ -387,6 +398,13 @@ class RecourseSimulation:
         for t in rounds:
             yield env.timeout(max(0.0, (t + offset) * length - env.now))
             action(t)
+
+    def _timed_evaluation(self, round_number: int) -> None:
+        """Evaluate, time it, and log each system's headline metrics."""
+        first = len(self.recorder.metrics_rows)
+        with self.timings.phase("evaluation"):
+            self._evaluation_phase(round_number)
+        log_evaluation(self.recorder.metrics_rows[first:], round_number)
 
     def _close_round(self, round_number: int, bar) -> None:
         self.round = round_number
@@ -889,21 +907,27 @@ class RecourseSimulation:
                     )
                     for metric in self.metrics
                 }
-                calls.append((evaluate, (self.metrics, context, streams, system, round_number)))
+                args = (self.metrics, context, streams, system, round_number)
+                calls.append((evaluate, args))
         # Systems are evaluated independently: share them out.
         results = self._share(calls, [True] * len(calls))
-        rows = [row for system_rows, _ in results for row in system_rows]
-        missing = [row for _, system_missing in results for row in system_missing]
+        rows = [row for system_rows, _, _ in results for row in system_rows]
+        missing = [row for _, system_missing, _ in results for row in system_missing]
+        kernel = [row for _, _, system_kernel in results for row in system_kernel]
         self.recorder.append_metrics(rows)
         if missing:  # empty cells in metrics.csv; the reasons go to the log and the reports
             self.recorder.note_missing(missing)
+        if kernel:  # MMDs blind at their length scale: the log and kernel_warnings.csv
+            self.recorder.note_kernel_checks(kernel)
 
     # --- records ---------------------------------------------------------------------------
 
     def _write_tables(self) -> None:
         recorder = self.recorder
-        recorder.write_table(recorder.population_file, self._final_population_frame())
+        population = self._final_population_frame()
+        recorder.write_table(recorder.population_file, population)
         recorder.write_table(recorder.initial_file, self._initial_population_frame())
+        recorder.write_table(recorder.original_file, self._original_population_frame(population))
         if self.train.n_features == 2:
             recorder.write_table(recorder.grid_file, self._decision_grid_frame())
         if self.tracking:
@@ -985,6 +1009,20 @@ class RecourseSimulation:
                     )
                 )
         return pd.concat(parts, ignore_index=True)
+
+    def _original_population_frame(self, population: pd.DataFrame) -> pd.DataFrame:
+        """``final_population.csv`` in the data's original units, with each row's changes.
+
+        Every row is compared with the individual's position when it entered: its row of the
+        initial population, or its arrival row.
+        """
+        individual = population["individual"].to_numpy()
+        repetition = population["repetition"].to_numpy()
+        initial = np.zeros((len(population), self.train.n_features))
+        for rep, batch in enumerate(self.arrivals):
+            rows = repetition == rep
+            initial[rows] = np.vstack([self.train.X, batch.X])[individual[rows]]
+        return frames.original_population_frame(population, initial, self.train.decoding)
 
     def _agents_frame(self) -> pd.DataFrame:
         parts = []

@@ -55,6 +55,7 @@ TABLES = {
     "metrics": "metrics.csv",
     "recourse": "recourse.csv",
     "final_population": "final_population.csv",
+    "final_population_original": "final_population_original.csv",
     "initial_population": "initial_population.csv",
     "decision_grid": "decision_grid.csv",
     "missing_values": "missing_values.csv",
@@ -76,7 +77,10 @@ class SimulationResult:
             so a label such as ``none`` or ``null`` stays text).
         recourse: ``recourse.csv``: per round and system, candidates, chosen, success rate,
             cost, ...
-        final_population: ``final_population.csv``: every system's final population.
+        final_population: ``final_population.csv``: every system's final population (model
+            space: z-scores and one-hot columns for real-world and CSV data).
+        final_population_original: ``final_population_original.csv``: the same in the data's
+            original units, with each individual's changes (the cost of recourse).
         initial_population: ``initial_population.csv``: the round-0 population.
         decision_grid: ``decision_grid.csv`` (two-feature data only), else None.
         missing_values: ``missing_values.csv`` (only when a metric could not be computed: the
@@ -93,6 +97,7 @@ class SimulationResult:
     metrics: pd.DataFrame = field(repr=False)
     recourse: pd.DataFrame = field(repr=False)
     final_population: pd.DataFrame = field(repr=False)
+    final_population_original: pd.DataFrame = field(repr=False)
     initial_population: pd.DataFrame = field(repr=False)
     decision_grid: pd.DataFrame | None = field(repr=False)
     missing_values: pd.DataFrame | None = field(repr=False)
@@ -534,7 +539,13 @@ def _run(
         and (table := _read_table(directory / file)) is not None
     }
     named = {name: every.get(file.removesuffix(".csv")) for name, file in TABLES.items()}
-    for name in ("metrics", "recourse", "final_population", "initial_population"):
+    for name in (
+        "metrics",
+        "recourse",
+        "final_population",
+        "final_population_original",
+        "initial_population",
+    ):
         if named[name] is None:
             named[name] = pd.DataFrame()
     config = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))

@@ -36,22 +36,12 @@ from recourse_sim.report.statistics import (
     t_interval,
 )
 from recourse_sim.report.tables import decisiveness_scale, final_round_summary
+from recourse_sim.simulation.recorder import KERNEL_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 NAN = math.nan
 P_EQUALS_ZERO = re.compile(r"\bp = 0(?![.\d])")
 ZERO_CELL = re.compile(r"^0(\.0*)?$")
-KERNEL_COLUMNS = [
-    "repetition",
-    "round",
-    "model",
-    "generator",
-    "metric",
-    "length_scale",
-    "median_kernel",
-    "median_length_scale",
-    "value_at_median",
-]
 
 
 # --- the statistics, by hand --------------------------------------------------------------------

@@ -35,6 +35,13 @@ def run_in_process(overrides: list[str], run_dir: Path) -> int:
     return execute(compose_config(overrides), output_dir=run_dir)
 
 
+def _default_sigint() -> None:
+    # A suite started in the background of a non-interactive shell (`cmd &`) ignores SIGINT,
+    # and children inherit that: Python then installs no KeyboardInterrupt handler, and a run
+    # that should be interrupted goes on to finish. Give each run the default, as in a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*overrides: str, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "recourse_sim", *overrides],
@@ -42,6 +49,7 @@ def _cli(*overrides: str, cwd: Path | None = None) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
+        preexec_fn=_default_sigint,
     )
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from recourse_sim.metrics.mmd import DEGENERATE_KERNEL
 from recourse_sim.report.document import (
     Block,
     Bullets,
@@ -72,7 +73,6 @@ from recourse_sim.report.glossary import glossary_table, plain_name
 from recourse_sim.report.html import write_html
 from recourse_sim.report.markdown import write_markdown
 from recourse_sim.report.reading import (
-    DEGENERATE_KERNEL,
     dynamics_reading,
     kernel_findings,
     label_systems,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from recourse_sim.metrics.mmd import DEGENERATE_KERNEL  # numpy only: reports stay torch-free
 from recourse_sim.report.document import p_value_bound
 from recourse_sim.report.glossary import metric_term, plain_name
 from recourse_sim.report.tables import SYSTEM, ordered
@@ -168,8 +169,6 @@ def kernel_findings(
 
 
 KERNEL_VALUES = ("length_scale", "median_kernel", "median_length_scale", "value_at_median")
-#: Below this median off-diagonal kernel value an MMD cannot see anything (metrics.mmd).
-DEGENERATE_KERNEL = 1e-6
 
 
 def _blind_sentence(
@@ -188,7 +187,6 @@ def _blind_sentence(
     top = rows.loc[rows["mean"].idxmax()]
     scale = findings["length_scale"].iloc[0]
     under = "" if len(rows) == 1 else ", under " + _system(top, by)
-    subject = f"The {label}"
     where = "here" if every else f"under {_systems(rows, by)}"
     at_median = "; ".join(
         f"{_num(row['value_at_median'])} under {_system(row, by)}"
@@ -196,7 +194,7 @@ def _blind_sentence(
     )
     largest = "" if len(rows) == 1 else "largest "
     return (
-        f"{subject} cannot be read {where}: at its kernel length scale "
+        f"The {label} cannot be read {where}: at its kernel length scale "
         f"ℓ = {_num(scale)} the median kernel value between two points was "
         f"{findings['median_kernel'].max():.1e} (below {DEGENERATE_KERNEL:.0e}), so almost "
         f"every pair of points looks equally far apart and the estimate ({largest}"
